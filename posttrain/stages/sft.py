@@ -1,0 +1,226 @@
+"""Stage `sft`: supervised fine-tuning on chat data with TRL's SFTTrainer.
+
+Rows come from a source. Rows with `messages` are used as they are; rows with an `answer` become DeepSeek-V3's
+expert samples `<problem, original response>` (a short worked response ending in `\\boxed{}`). The loss covers
+assistant tokens only. A held-out split gives the eval loss before training and every `eval_steps`. Checkpoints
+are written every `save_steps` steps and every `save_minutes` minutes; after a kill the next run resumes from the
+last complete one. The result is an HF model folder (`model/`) that `from_pretrained` and vLLM load.
+
+    posttrain run recipes/sft.yaml stages.expert.max_steps=20
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from data_gen.sources import SourceConfig
+from posttrain.errors import DataError
+from posttrain.stages.base import STAGES, StageContext
+
+
+@dataclass
+class SftConfig:
+    data: SourceConfig = field(metadata={"help": "training rows: a source string or mapping (see data sources)"})
+    model: str = field(default="${model}", metadata={"help": "model to fine-tune (default: the recipe's model)"})
+    samples: Literal["auto", "messages", "expert"] = field(
+        default="auto",
+        metadata={"help": "'messages': rows hold conversations; 'expert': build <problem, worked answer> samples "
+        "from `answer`; 'auto': messages if present, else expert"},
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "system turn prepended to every sample"})
+    eval_data: SourceConfig | None = field(default=None, metadata={"help": "held-out rows (default: split `data`)"})
+    eval_size: int = field(default=32, metadata={"help": "rows held out of `data` when eval_data is not set"})
+    max_steps: int = field(default=100, metadata={"help": "optimizer steps (ignored when num_epochs is set)"})
+    num_epochs: float | None = field(default=None, metadata={"help": "train for this many epochs instead"})
+    batch_size: int = field(default=8, metadata={"help": "sequences per device per micro-step"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
+    learning_rate: float = field(default=2e-5, metadata={"help": "peak learning rate"})
+    lr_scheduler: Literal["cosine", "multistep", "linear", "constant"] = field(
+        default="cosine", metadata={"help": "multistep = DeepSeek LLM: 31.6% of peak at 80%, 10% at 90%"}
+    )
+    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of steps of linear warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)"})
+    max_length: int = field(default=512, metadata={"help": "tokens per sequence; longer ones are cut"})
+    packing: bool = field(default=False, metadata={"help": "pack several samples into one sequence"})
+    eval_steps: int = field(default=25, metadata={"help": "evaluate every N steps (0: only before and after)"})
+    logging_steps: int = field(default=5, metadata={"help": "log metrics every N steps"})
+    save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
+    save_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every M minutes of wall time"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
+    seed: int = field(default=0, metadata={"help": "seed for shuffling and initialisation"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (GPU, or CPUs with AVX-512 BF16)"})
+    fp8: bool = field(default=False, metadata={"help": "DeepSeek-V3 fine-grained FP8 Linears (posttrain.model.fp8)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
+
+    def check(self) -> list[str]:
+        problems = []
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "save_steps"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate: must be positive, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_size < 0:
+            problems.append(f"eval_size: must be >= 0, got {self.eval_size}")
+        if self.num_epochs is not None and self.num_epochs <= 0:
+            problems.append(f"num_epochs: must be positive, got {self.num_epochs}")
+        return problems
+
+
+def build_samples(ds: Any, mode: str, system_prompt: str | None, name: str):
+    """Rows -> a dataset with one `messages` column of complete conversations."""
+    from data_gen.samples import expert_sample
+
+    has_messages = "messages" in ds.column_names
+    if mode == "messages" or (mode == "auto" and has_messages):
+        if not has_messages:
+            raise DataError(f"{name}: samples: messages needs a 'messages' column; found {ds.column_names}")
+        ds = ds.select_columns(["messages"])
+    else:
+        if "answer" not in ds.column_names:
+            raise DataError(
+                f"{name}: rows have neither 'messages' nor 'answer' (columns: {ds.column_names}); "
+                "give conversations or a source with answers"
+            )
+        ds = ds.map(lambda row: expert_sample(row) or {"messages": []}, remove_columns=ds.column_names)
+        ds = ds.filter(lambda row: len(row["messages"]) > 0)
+    if system_prompt:
+        ds = ds.map(lambda row: {"messages": [{"role": "system", "content": system_prompt}, *row["messages"]]})
+    if len(ds) == 0:
+        raise DataError(f"{name}: no usable rows after building samples")
+    return ds
+
+
+@STAGES.register("sft")
+class SftStage:
+    config_class = SftConfig
+    outputs = {"model": "model", "metrics": "metrics.jsonl", "checkpoints": "checkpoints"}
+
+    def __init__(self, config: SftConfig, ctx: StageContext):
+        self.cfg = config
+        self.ctx = ctx
+
+    def _datasets(self, tokenizer: Any):
+        from data_gen.sources import load_source
+        from posttrain.training import tokenize_dataset
+
+        cfg, where = self.cfg, f"stage '{self.ctx.name}'"
+        stats: dict[str, int] = {}
+        train = build_samples(load_source(cfg.data, stats), cfg.samples, cfg.system_prompt, f"{where}: data")
+        if cfg.eval_data is not None:
+            evals = build_samples(load_source(cfg.eval_data), cfg.samples, cfg.system_prompt, f"{where}: eval_data")
+        elif cfg.eval_size > 0:
+            if len(train) <= cfg.eval_size:
+                raise DataError(f"{where}: {len(train)} rows cannot spare eval_size={cfg.eval_size}; lower it")
+            split = train.train_test_split(test_size=cfg.eval_size, seed=cfg.seed, shuffle=True)
+            train, evals = split["train"], split["test"]
+        else:
+            evals = None
+        train = tokenize_dataset(train, tokenizer, cfg.max_length, f"{where}: data")
+        evals = tokenize_dataset(evals, tokenizer, cfg.max_length, f"{where}: eval") if evals is not None else None
+        return train, evals, stats
+
+    def run(self) -> dict[str, Any]:
+        import torch
+        from trl import SFTConfig, SFTTrainer
+
+        from posttrain.model.loading import load_model_and_tokenizer
+        from posttrain.training import (
+            build_optimizer,
+            checkpoint_step,
+            last_checkpoint,
+            make_callbacks,
+            save_model_atomically,
+            truncate_metrics,
+        )
+
+        cfg, ctx = self.cfg, self.ctx
+        torch.manual_seed(cfg.seed)
+        model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
+        saved_dtype = getattr(model.config, "dtype", None) or torch.float32
+        train, evals, stats = self._datasets(tokenizer)
+        steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.gradient_accumulation_steps))
+        max_steps = math.ceil(steps_per_epoch * cfg.num_epochs) if cfg.num_epochs else cfg.max_steps
+        fp8_report = self._convert_fp8(model) if cfg.fp8 else None
+        optimizer, scheduler = build_optimizer(
+            model, cfg.learning_rate, cfg.weight_decay, cfg.lr_scheduler, int(cfg.warmup_ratio * max_steps), max_steps
+        )
+        resume_from = last_checkpoint(ctx.path("checkpoints"))
+        truncate_metrics(ctx.path("metrics.jsonl"), checkpoint_step(resume_from))
+        args = SFTConfig(
+            output_dir=str(ctx.path("checkpoints")),
+            max_steps=max_steps,
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            max_length=cfg.max_length,
+            packing=cfg.packing,
+            logging_steps=cfg.logging_steps,
+            eval_strategy="steps" if evals is not None and cfg.eval_steps > 0 else "no",
+            eval_steps=cfg.eval_steps or None,
+            save_strategy="steps",
+            save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            bf16=cfg.bf16,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            use_cpu=not torch.cuda.is_available(),
+            report_to="none",
+            disable_tqdm=not ctx.show_progress,
+            dataloader_num_workers=0,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=evals,
+            processing_class=tokenizer,
+            optimizers=(optimizer, scheduler),
+            callbacks=make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes),
+        )
+        eval_start = None
+        if evals is not None and resume_from is None:
+            eval_start = trainer.evaluate()["eval_loss"]
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        eval_end = trainer.evaluate()["eval_loss"] if evals is not None else None
+        if fp8_report is not None:
+            from posttrain.model.fp8 import convert_from_fp8
+
+            convert_from_fp8(model)
+        save_model_atomically(model, tokenizer, ctx.path("model"), dtype=saved_dtype)
+        metrics = {
+            "steps": trainer.state.global_step,
+            "train_rows": len(train),
+            "eval_rows": len(evals) if evals is not None else 0,
+            "rows_skipped": stats.get("num_skipped", 0),
+            "train_loss": round(result.training_loss, 5),
+            "eval_loss_start": _first_eval(ctx.path("metrics.jsonl"), eval_start),
+            "eval_loss_end": eval_end,
+            "resumed_from_step": checkpoint_step(resume_from),
+        }
+        if fp8_report is not None:
+            metrics.update(fp8_layers=fp8_report.converted, fp8_skipped=fp8_report.skipped)
+        return metrics
+
+    def _convert_fp8(self, model: Any):
+        from posttrain.model.fp8 import convert_to_fp8
+
+        return convert_to_fp8(model)
+
+
+def _first_eval(metrics_path: Any, current: float | None) -> float | None:
+    """The eval loss logged before training, also when this run resumed after it (read back from metrics.jsonl)."""
+    import json
+
+    if current is not None:
+        return current
+    if metrics_path.is_file():
+        for line in metrics_path.read_text().splitlines():
+            row = json.loads(line)
+            if "eval_loss" in row:
+                return row["eval_loss"]
+    return None
