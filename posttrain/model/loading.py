@@ -170,17 +170,46 @@ def resolve_model(spec: str | None) -> str:
     return str(Path(spec).expanduser()) if looks_like_path(spec) else spec
 
 
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    import socket
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    host = constants.ENDPOINT.split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _from_pretrained(loader: Any, spec: str, **kwargs: Any) -> Any:
     path = resolve_model(spec)
+    hub = not looks_like_path(path)
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(path, "config.json"), str)
+        if not cached and not _hub_reachable():
+            # Fail at once instead of after minutes of retries against an unreachable hub.
+            raise ModelError(
+                f"hub model '{spec}' is not in the local HF cache and the hub is unreachable; "
+                "use 'embedded' for the built-in SmolLM2-135M-Instruct, or a local folder"
+            )
     try:
         return loader.from_pretrained(path, **kwargs)
     except OSError as e:
-        if looks_like_path(path):
-            raise ModelError(f"cannot load model from '{path}': {e}") from None
-        raise ModelError(
-            f"cannot load hub model '{spec}' (not in the local HF cache and the hub is unreachable: {e}); "
-            "use 'embedded' for the built-in SmolLM2-135M-Instruct, or a local folder"
-        ) from None
+        if hub:
+            raise ModelError(
+                f"cannot load hub model '{spec}': {_first_line(e)}; use 'embedded' or a local folder"
+            ) from None
+        raise ModelError(f"cannot load model from '{path}': {_first_line(e)}") from None
 
 
 def load_tokenizer(spec: str | None):

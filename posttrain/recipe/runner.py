@@ -109,8 +109,10 @@ class Runner:
     def _key(self, spec: StageSpec, upstream_ids: dict[str, str]) -> tuple[str, dict[str, str]]:
         config = spec.config_dict()
         inputs = {f"stage:{d}": upstream_ids[d] for d in spec.deps}
+        root = self.recipe.root.resolve()
         for path in _external_files(config):
-            if not is_pending_output(path):
+            # Outputs of this recipe's stages are tracked by their output_id, not by content.
+            if not is_pending_output(path) and not Path(path).resolve().is_relative_to(root):
                 inputs[f"file:{path}"] = hash_path(Path(path))
         blob = json.dumps({"type": spec.type, "config": config, "inputs": inputs}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16], inputs

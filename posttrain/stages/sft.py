@@ -140,7 +140,6 @@ class SftStage:
         cfg, ctx = self.cfg, self.ctx
         torch.manual_seed(cfg.seed)
         model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
-        saved_dtype = getattr(model.config, "dtype", None) or torch.float32
         train, evals, stats = self._datasets(tokenizer)
         steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.gradient_accumulation_steps))
         max_steps = math.ceil(steps_per_epoch * cfg.num_epochs) if cfg.num_epochs else cfg.max_steps
@@ -191,7 +190,8 @@ class SftStage:
             from posttrain.model.fp8 import convert_from_fp8
 
             convert_from_fp8(model)
-        save_model_atomically(model, tokenizer, ctx.path("model"), dtype=saved_dtype)
+        # Saved in the training dtype: rounding to bf16 would erase much of a small fine-tuning delta.
+        save_model_atomically(model, tokenizer, ctx.path("model"))
         metrics = {
             "steps": trainer.state.global_step,
             "train_rows": len(train),

@@ -1,0 +1,70 @@
+"""Shared fixtures. `echo` is a test-only stage type: it writes numbered shards, skipping those already written
+(so it resumes), and can crash after a given shard. It lets runner tests exercise caching, invalidation and resume
+in milliseconds; the real stages have their own tests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from posttrain.stages.base import STAGES, StageContext
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass
+class EchoConfig:
+    value: int = field(default=0, metadata={"help": "written into every shard"})
+    input: str | None = field(default=None, metadata={"help": "an upstream output folder to read"})
+    num_shards: int = field(default=3, metadata={"help": "shards to write"})
+    fail_after: int | None = field(default=None, metadata={"help": "raise after writing this many shards"})
+    model: str = field(default="${model}", metadata={"help": "model (only checked)"})
+
+    def check(self) -> list[str]:
+        return [f"num_shards: must be positive, got {self.num_shards}"] if self.num_shards <= 0 else []
+
+
+@STAGES.register("echo")
+class EchoStage:
+    config_class = EchoConfig
+    outputs = {"dataset": "data", "model": "data"}
+
+    def __init__(self, config: EchoConfig, ctx: StageContext):
+        self.cfg, self.ctx = config, ctx
+
+    def run(self) -> dict:
+        out = self.ctx.path("data")
+        out.mkdir(parents=True, exist_ok=True)
+        upstream = sorted(Path(self.cfg.input).glob("shard-*")) if self.cfg.input else []
+        written = 0
+        for i in range(self.cfg.num_shards):
+            shard = out / f"shard-{i}"
+            if shard.exists():
+                continue
+            shard.write_text(f"{self.cfg.value} {len(upstream)}")
+            written += 1
+            with (self.ctx.stage_dir.parent / "events.log").open("a") as f:
+                f.write(f"{self.ctx.name} {i}\n")
+            if self.cfg.fail_after is not None and i + 1 >= self.cfg.fail_after:
+                raise RuntimeError("simulated crash")
+        return {"shards_written": written}
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    def write(text: str, name: str = "recipe.yaml") -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> str:
+    from posttrain.model.loading import tiny_path
+
+    return str(tiny_path())

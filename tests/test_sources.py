@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from data_gen.sources import SourceConfig, load_source
+from posttrain.errors import DataError
+
+
+def test_jsonl_prompt_string_and_messages(tmp_path):
+    path = tmp_path / "a.jsonl"
+    rows = [{"prompt": "hi", "answer": "1"}, {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = load_source(f"jsonl:{path}")
+    assert ds[0]["prompt"] == [{"role": "user", "content": "hi"}]
+    assert ds[1]["prompt"] == [{"role": "user", "content": "q"}]
+
+
+def test_malformed_line_names_file_and_line_or_is_skipped(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "ok"}\n{not json\n{"other": 1}\n{"prompt": "ok2"}\n')
+    with pytest.raises(DataError, match=rf"{path}:2: .*fix the line or set on_error: skip"):
+        load_source(f"jsonl:{path}")
+    stats = {}
+    ds = load_source(SourceConfig(f"jsonl:{path}", on_error="skip"), stats)
+    assert len(ds) == 2 and stats == {"num_rows": 2, "num_skipped": 2}
+
+
+def test_missing_file_and_empty_and_unknown_scheme(tmp_path):
+    with pytest.raises(DataError, match="no file or folder matches"):
+        load_source("jsonl:/nope.jsonl")
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="has no rows"):
+        load_source(f"jsonl:{empty}")
+    with pytest.raises(DataError, match=r"unknown source type 'jsnl' \(did you mean 'jsonl'\?\)"):
+        load_source("jsnl:x.jsonl")
+
+
+def test_parquet_folder_and_hf_disk(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_list([{"prompt": "p1", "answer": "1"}, {"prompt": "p2", "answer": "2"}])
+    (tmp_path / "pq").mkdir()
+    ds.to_parquet(str(tmp_path / "pq" / "part-00000.parquet"))
+    ds.save_to_disk(str(tmp_path / "disk"))
+    for source in (f"parquet:{tmp_path}/pq", str(tmp_path / "pq"), f"hf-disk:{tmp_path}/disk"):
+        loaded = load_source(source)
+        assert len(loaded) == 2 and loaded[1]["prompt"] == [{"role": "user", "content": "p2"}], source
+    with pytest.raises(DataError, match="needs 'prompt' or 'messages'"):
+        datasets.Dataset.from_list([{"text": "x"}]).to_parquet(str(tmp_path / "t.parquet"))
+        load_source(f"parquet:{tmp_path}/t.parquet")
+
+
+def test_reasoning_gym_is_seeded_and_keeps_answers():
+    a = load_source(SourceConfig("reasoning_gym:chain_sum", size=5, seed=3))
+    b = load_source(SourceConfig("reasoning_gym:chain_sum", size=5, seed=3))
+    assert len(a) == 5 and a["answer"] == b["answer"] and a["prompt"] == b["prompt"]
+    meta = json.loads(a[0]["metadata"])
+    assert meta["source_dataset"] == "chain_sum" and "expression" in meta
+    assert a[0]["source_id"] == "chain_sum/3/0"
+
+
+def test_humaneval_has_164_problems_with_tests():
+    ds = load_source("humaneval")
+    assert len(ds) == 164
+    assert ds[0]["source_id"] == "HumanEval/0" and "def check(candidate)" in ds[0]["tests"]
+    assert ds[0]["entry_point"] == "has_close_elements"
