@@ -185,9 +185,7 @@ def _normalize_columns(ds, path: str):
         if "prompt" in ds.column_names and ds.features["prompt"].dtype == "string":
             ds = ds.map(lambda r: {"prompt": [{"role": "user", "content": r["prompt"]}]})
         return ds
-    raise DataError(
-        f"'{path}' has columns {ds.column_names} but needs 'prompt' or 'messages'; rename the text column"
-    )
+    raise DataError(f"'{path}' has columns {ds.column_names} but needs 'prompt' or 'messages'; rename the text column")
 
 
 def _reasoning_gym_rows(task: str, size: int, seed: int, args: dict[str, Any]) -> list[dict[str, Any]]:

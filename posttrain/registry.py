@@ -26,6 +26,7 @@ class Registry(Generic[T]):
         self.group = group
         self._modules = modules
         self._items: dict[str, T] = {}
+        self._entry_points: dict = {}
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -46,16 +47,34 @@ class Registry(Generic[T]):
         self._loaded = True
         for module in self._modules:
             importlib.import_module(module)
-        for ep in entry_points(group=self.group):
-            if ep.name not in self._items:
-                self._items[ep.name] = ep.load()
+        # Third-party entry points are imported only when their name is looked up, so one broken plugin cannot
+        # break every other lookup.
+        self._entry_points = {ep.name: ep for ep in entry_points(group=self.group) if ep.name not in self._items}
+
+    def _load_entry_point(self, name: str) -> T | None:
+        ep = self._entry_points.pop(name, None)
+        if ep is None:
+            return None
+        try:
+            self._items[name] = ep.load()
+        except Exception as e:  # a third-party import can fail in any way
+            raise ConfigError(f"{self.kind} '{name}' from entry point '{ep.value}' failed to import: {e}") from None
+        return self._items[name]
 
     def names(self) -> list[str]:
         self._load()
-        return sorted(self._items)
+        return sorted({*self._items, *self._entry_points})
 
     def items(self) -> list[tuple[str, T]]:
+        """Every plugin, importing entry points; a broken one is skipped with a warning."""
+        import warnings
+
         self._load()
+        for name in list(self._entry_points):
+            try:
+                self._load_entry_point(name)
+            except ConfigError as e:
+                warnings.warn(str(e), stacklevel=2)
         return sorted(self._items.items())
 
     def __contains__(self, name: str) -> bool:
@@ -65,6 +84,11 @@ class Registry(Generic[T]):
         self._load()
         if name in self._items:
             return self._items[name]
+        if name in self._entry_points:
+            try:
+                return self._load_entry_point(name)
+            except ConfigError:
+                return None
         if ":" in name:
             try:
                 return load_dotted(name)
@@ -77,11 +101,14 @@ class Registry(Generic[T]):
         self._load()
         if name in self._items:
             return self._items[name]
+        if name in self._entry_points:
+            return self._load_entry_point(name)
         if ":" in name:
             return load_dotted(name)
+        names = self.names()
         raise ConfigError(
-            f"unknown {self.kind} '{name}'{did_you_mean(name, self._items)}; valid {self.kind}s are "
-            f"{one_of(self._items)}, an entry point in group '{self.group}', or a dotted path 'pkg.module:name'"
+            f"unknown {self.kind} '{name}'{did_you_mean(name, names)}; valid {self.kind}s are "
+            f"{one_of(names)}, an entry point in group '{self.group}', or a dotted path 'pkg.module:name'"
         )
 
 

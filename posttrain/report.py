@@ -58,7 +58,12 @@ def write_report(run: str | Path) -> Path:
         raise UserError(f"'{run}' holds no stage folders; pass a run folder such as runs/<recipe>")
     out = run / "report"
     out.mkdir(exist_ok=True)
-    lines = [f"# Report: {run}", "", "| stage | type | status | wall time (s) | key metrics |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Report: {run}",
+        "",
+        "| stage | type | status | wall time (s) | key metrics |",
+        "|---|---|---|---|---|",
+    ]
     for stage_dir in stage_dirs:
         manifest_path = stage_dir / "manifest.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
@@ -67,9 +72,7 @@ def write_report(run: str | Path) -> Path:
         else:
             metrics = {k: v for k, v in manifest.get("metrics", {}).items() if isinstance(v, (int, float))}
             shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-            lines.append(
-                f"| {stage_dir.name} | {manifest['type']} | done | {manifest['wall_time_s']} | {shown} |"
-            )
+            lines.append(f"| {stage_dir.name} | {manifest['type']} | done | {manifest['wall_time_s']} | {shown} |")
         rows = _rows(stage_dir / "metrics.jsonl")
         if rows and plot_metrics(rows, out / f"{stage_dir.name}.png", stage_dir.name):
             lines.append(f"\n![{stage_dir.name}]({stage_dir.name}.png)\n")

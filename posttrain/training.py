@@ -39,7 +39,9 @@ def tokenize_chat(messages: list[dict[str, str]], tokenizer: Any, max_length: in
             raise ValueError("the chat template is not prefix-preserving; cannot mask assistant turns")
         spans.append((len(before), len(upto.rstrip())))
     text = tokenizer.apply_chat_template(messages, tokenize=False)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=True, max_length=max_length)
+    enc = tokenizer(
+        text, add_special_tokens=False, return_offsets_mapping=True, truncation=True, max_length=max_length
+    )
     mask = [int(any(a <= start < b for a, b in spans)) for start, _ in enc["offset_mapping"]]
     return {"input_ids": enc["input_ids"], "assistant_masks": mask}
 

@@ -32,5 +32,7 @@ def test_missing_path_and_uncached_hub_id(monkeypatch):
     with pytest.raises(ModelError, match="model path './nope' does not exist; use 'embedded'"):
         loading.resolve_model("./nope")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match="hub model 'posttrain-test/not-a-model' is not in the local HF cache .*use 'embedded'"):
+    with pytest.raises(
+        ModelError, match="hub model 'posttrain-test/not-a-model' is not in the local HF cache .*use 'embedded'"
+    ):
         loading.load_model_and_tokenizer("posttrain-test/not-a-model")

@@ -74,8 +74,13 @@ stages:
     text = "\n".join(problems)
     assert f"{path}:2: unknown top-level field 'modle' (did you mean 'model'?)" in text
     assert f"{path}:6: stage 'a': valeu: unknown field (did you mean 'value'?)" in text
-    assert f"{path}:9: stages[1]: type: unknown stage type 'ecko' (did you mean 'echo'?); valid stage types are" in text
-    assert "stage 'c': reference '${stages.a.datasett}': stage 'a' has no output 'datasett' (did you mean 'dataset'?)" in text
+    assert (
+        f"{path}:9: stages[1]: type: unknown stage type 'ecko' (did you mean 'echo'?); valid stage types are" in text
+    )
+    assert (
+        "stage 'c': reference '${stages.a.datasett}': stage 'a' has no output 'datasett' (did you mean 'dataset'?)"
+        in text
+    )
     assert "stage 'd': reference '${stages.zz.dataset}' names unknown stage 'zz'" in text
     assert "model: model path '/no/such/model' does not exist; use 'embedded'" in text
     assert len(problems) == 6, text

@@ -13,8 +13,11 @@ def test_arithmetic_steps_follow_precedence():
 
 
 def test_expert_sample_ends_in_boxed_answer():
-    row = {"prompt": [{"role": "user", "content": "Calculate 3 + 5 * 2."}], "answer": "13",
-           "metadata": json.dumps({"expression": "3 + 5 * 2"})}
+    row = {
+        "prompt": [{"role": "user", "content": "Calculate 3 + 5 * 2."}],
+        "answer": "13",
+        "metadata": json.dumps({"expression": "3 + 5 * 2"}),
+    }
     sample = expert_sample(row)
     assert sample["messages"][0] == row["prompt"][0]
     assert sample["messages"][1]["content"] == (
@@ -32,8 +35,12 @@ def test_assistant_mask_covers_only_assistant_turns(tiny_path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_path)
-    msgs = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"},
-            {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "It is 6."}]
+    msgs = [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "and 3+3?"},
+        {"role": "assistant", "content": "It is 6."},
+    ]
     out = tokenize_chat(msgs, tok, 512)
     kept = tok.decode([t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m])
     assert kept == "4<|im_end|>It is 6.<|im_end|>"

@@ -41,7 +41,9 @@ def test_sft_trains_and_writes_a_loadable_model(write_recipe, tmp_path, tiny_pat
     from transformers import AutoModelForCausalLM
 
     runs = tmp_path / "runs"
-    assert main(["run", write_recipe(RECIPE.format(model="tiny", steps=4)), "--run-dir", str(runs), "--no-progress"]) == 0
+    assert (
+        main(["run", write_recipe(RECIPE.format(model="tiny", steps=4)), "--run-dir", str(runs), "--no-progress"]) == 0
+    )
     m = _manifest(runs)["metrics"]
     assert m["steps"] == 4 and m["train_rows"] == 112 and m["eval_rows"] == 8
     assert m["eval_loss_end"] < m["eval_loss_start"]
@@ -79,13 +81,20 @@ def test_sft_on_embedded_model_output_loads_and_generates(write_recipe, tmp_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     runs = tmp_path / "runs"
-    assert main(["run", write_recipe(RECIPE.format(model="embedded", steps=2)), "--run-dir", str(runs), "--no-progress"]) == 0
+    assert (
+        main(["run", write_recipe(RECIPE.format(model="embedded", steps=2)), "--run-dir", str(runs), "--no-progress"])
+        == 0
+    )
     out = runs / "sft_test/expert/model"
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert model.config.num_hidden_layers == 30
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     gen = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert gen.shape[1] > ids["input_ids"].shape[1]
-    assert tok.decode(gen[0, ids["input_ids"].shape[1]:]).strip() != ""
+    assert tok.decode(gen[0, ids["input_ids"].shape[1] :]).strip() != ""

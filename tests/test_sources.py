@@ -8,7 +8,10 @@ from posttrain.errors import DataError
 
 def test_jsonl_prompt_string_and_messages(tmp_path):
     path = tmp_path / "a.jsonl"
-    rows = [{"prompt": "hi", "answer": "1"}, {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    rows = [
+        {"prompt": "hi", "answer": "1"},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     ds = load_source(f"jsonl:{path}")
     assert ds[0]["prompt"] == [{"role": "user", "content": "hi"}]

@@ -97,7 +97,9 @@ def read_yaml(path: str) -> tuple[dict, dict[tuple, int]]:
     p = Path(path)
     if not p.is_file():
         hint = " (it is a folder)" if p.is_dir() else ""
-        raise ConfigError(f"recipe file '{path}' not found{hint}; the shipped recipes are in recipes/, e.g. recipes/sft.yaml")
+        raise ConfigError(
+            f"recipe file '{path}' not found{hint}; the shipped recipes are in recipes/, e.g. recipes/sft.yaml"
+        )
     text = p.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text)
@@ -108,7 +110,9 @@ def read_yaml(path: str) -> tuple[dict, dict[tuple, int]]:
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{where}: YAML syntax error: {problem}; fix the syntax at that line") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping with 'name', 'model' and 'stages'; got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: a recipe is a mapping with 'name', 'model' and 'stages'; got {type(data).__name__}"
+        )
     return data, (_line_map(node) if node is not None else {})
 
 

@@ -9,6 +9,7 @@ up its own checkpoints or shards); one with another key is cleared first, since 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,10 +90,8 @@ def _external_files(value: Any) -> list[str]:
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in LIBRARIES:
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -183,8 +182,9 @@ class Runner:
             "stage": spec.name,
             "type": spec.type,
             "key": key,
-            "config_hash": hashlib.sha256(json.dumps(spec.config_dict(), sort_keys=True, default=str).encode())
-            .hexdigest()[:16],
+            "config_hash": hashlib.sha256(
+                json.dumps(spec.config_dict(), sort_keys=True, default=str).encode()
+            ).hexdigest()[:16],
             "config": spec.config_dict(),
             "inputs": inputs,
             "outputs": {name: str(stage_dir / rel) for name, rel in spec.stage_class.outputs.items()},

@@ -26,8 +26,10 @@ class SftConfig:
     model: str = field(default="${model}", metadata={"help": "model to fine-tune (default: the recipe's model)"})
     samples: Literal["auto", "messages", "expert"] = field(
         default="auto",
-        metadata={"help": "'messages': rows hold conversations; 'expert': build <problem, worked answer> samples "
-        "from `answer`; 'auto': messages if present, else expert"},
+        metadata={
+            "help": "'messages': rows hold conversations; 'expert': build <problem, worked answer> samples "
+            "from `answer`; 'auto': messages if present, else expert"
+        },
     )
     system_prompt: str | None = field(default=None, metadata={"help": "system turn prepended to every sample"})
     eval_data: SourceConfig | None = field(default=None, metadata={"help": "held-out rows (default: split `data`)"})

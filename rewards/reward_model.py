@@ -1,0 +1,91 @@
+"""The `reward_model` reward: scores from any `AutoModelForSequenceClassification` on chat-templated pairs.
+
+Each (prompt, completion) pair is rendered with the model's chat template (the prompt's messages plus the
+completion as the assistant turn), truncated from the left so the end of the answer is always read, and scored in
+batches. A one-output model's logit is the reward (Bradley-Terry reward models); a model with several labels gives
+the probability of `label`. The model is loaded once per process, on the first call.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from rewards.base import completion_texts, prompt_messages, reward, row_value
+from rewards.model_utils import batches, chat_text, check_model, torch_dtype
+
+
+@lru_cache(maxsize=2)
+def load_classifier(model: str, dtype: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) for a sequence classifier, cached per process."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from posttrain.model.loading import resolve_model
+
+    path = resolve_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.truncation_side = "left"
+    classifier = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype(dtype)).eval()
+    classifier.config.pad_token_id = tokenizer.pad_token_id
+    return classifier, tokenizer
+
+
+def _validate(params: dict[str, Any]) -> list[str]:
+    problems = check_model("model", params["model"])
+    for key in ("batch_size", "max_length"):
+        if params[key] < 1:
+            problems.append(f"{key}: must be at least 1, got {params[key]}")
+    return problems
+
+
+@reward("reward_model", kind="model", columns=("prompt",), validate=_validate)
+def reward_model_reward(
+    completions: list,
+    prompts: list | None = None,
+    *,
+    model: str,
+    label: int = 1,
+    batch_size: int = 8,
+    max_length: int = 2048,
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+    **kwargs,
+) -> list[float | None]:
+    """A sequence classifier's score of each (prompt, completion) pair: its logit, or P(label) with several labels.
+
+    Args:
+        completions: responses, strings or chat message lists.
+        prompts: the prompts (TRL passes them; a dataset's `prompt` column is used otherwise).
+        model: a local folder, hub id or 'embedded'-style name of an AutoModelForSequenceClassification.
+        label: the class whose probability is the reward when the model has several labels.
+        batch_size / max_length: pairs per forward pass; tokens kept per pair (from the end).
+        dtype: float32, bfloat16 or float16; null keeps the checkpoint's.
+    """
+    import torch
+
+    classifier, tokenizer = load_classifier(model, dtype)
+    texts = completion_texts(completions)
+    prompts = prompts if prompts is not None else kwargs.get("prompt")
+    pairs = [
+        chat_text(
+            tokenizer, prompt_messages(row_value(prompts, i, len(texts))) + [{"role": "assistant", "content": t}]
+        )
+        for i, t in enumerate(texts)
+    ]
+    scores: list[float | None] = []
+    for _, chunk in batches(pairs, batch_size):
+        enc = tokenizer(
+            list(chunk), return_tensors="pt", padding=True, truncation=True, max_length=max_length,
+            add_special_tokens=False,
+        )  # fmt: skip
+        with torch.inference_mode():
+            logits_BL = classifier(**enc).logits.float()
+        num_labels = logits_BL.shape[-1]
+        if num_labels == 1:
+            scores.extend(logits_BL[:, 0].tolist())
+        elif label < num_labels:
+            scores.extend(logits_BL.softmax(-1)[:, label].tolist())
+        else:
+            raise ValueError(f"label is {label} but model '{model}' has {num_labels} labels (0..{num_labels - 1})")
+    return scores
