@@ -1,0 +1,125 @@
+"""Decontamination: find training conversations that share a word n-gram with an eval set.
+
+The eval sets (HumanEval, reasoning-gym held-out sets, any file of rows with `prompt`/`messages`) are loaded with
+`data_gen.sources.load_source`; each row's text (prompt, answer, reference solution) is split into words the same
+way as training text (`hashing.word_hashes`), and every n-gram's hash goes into a sorted array. N-grams found in
+more than `max_items` eval items are dropped as template text: an instruction shared by the whole eval set would
+otherwise flag every training row that uses the same instruction. Items shorter than `ngram` words but at least
+`min_ngram` long match as a whole; shorter ones cannot be matched without false alarms and are counted as skipped.
+
+Matching a batch costs one bitmap lookup per n-gram (a 16 MB prefilter on the top 24 bits) and a binary search
+for the few that pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from data_gen.mix.hashing import Windows, window_hashes, word_hashes
+from data_gen.mix.options import Decontam
+
+TEXT_COLUMNS = ("answer", "canonical_solution", "completion", "response", "solution")
+_PREFILTER_BITS = 24
+
+
+@dataclass
+class EvalIndex:
+    """Sorted n-gram hashes of eval items, by window length, with the item each came from."""
+
+    ngram: int
+    names: list[str]
+    tables: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    num_items: int = 0
+    num_skipped: int = 0
+    num_template_ngrams: int = 0
+    _prefilter: np.ndarray | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_prefilter"] = None  # rebuilt on first use: cheaper than pickling 16 MB per worker
+        return state
+
+    def match(self, windows: Windows, num_groups: int) -> np.ndarray:
+        """Eval item index per group (conversation) sharing an n-gram with it, -1 for none.
+
+        Args:
+            windows: word windows of the batch (`hashing.Windows`), grouped by conversation.
+        Returns:
+            int32 [num_groups].
+        """
+        out = np.full(num_groups, -1, np.int32)
+        for n, (keys, items) in self.tables.items():
+            grams, owner = windows.of(n)
+            if len(grams) == 0:
+                continue
+            passed = self._bitmap()[grams >> np.uint64(64 - _PREFILTER_BITS)]
+            grams, owner = grams[passed], owner[passed]
+            pos = np.minimum(np.searchsorted(keys, grams), len(keys) - 1)
+            hit = keys[pos] == grams
+            owner, found = owner[hit][::-1], items[pos[hit]][::-1]
+            fresh = out[owner] < 0
+            out[owner[fresh]] = found[fresh]  # reversed, so the first n-gram of a conversation wins
+        return out
+
+    def _bitmap(self) -> np.ndarray:
+        """One bit per 2**40 hash values, set where any table has a key: most n-grams stop here."""
+        if self._prefilter is None:
+            self._prefilter = np.zeros(1 << _PREFILTER_BITS, bool)
+            for keys, _ in self.tables.values():
+                self._prefilter[keys >> np.uint64(64 - _PREFILTER_BITS)] = True
+        return self._prefilter
+
+
+def eval_texts(options: Decontam) -> tuple[list[str], list[str]]:
+    """(item names, item texts) of every eval set in `options.against`."""
+    from data_gen.sources import load_source
+
+    names, texts = [], []
+    for src in options.against:
+        ds = load_source(src)
+        columns = set(ds.column_names)
+        for i, row in enumerate(ds):
+            parts = [row["code_prompt"]] if "code_prompt" in columns else _contents(row.get("prompt"))
+            parts += _contents(row.get("messages"))
+            parts += [str(row[c]) for c in TEXT_COLUMNS if c in columns and row[c] is not None]
+            names.append(f"{src.source}:{row.get('source_id') or i}")
+            texts.append("\n".join(p for p in parts if p))
+    return names, texts
+
+
+def _contents(messages: object) -> list[str]:
+    if isinstance(messages, str):
+        return [messages]
+    if isinstance(messages, list):
+        return [m.get("content") or "" for m in messages if isinstance(m, dict)]
+    return []
+
+
+def build_index(names: list[str], texts: list[str], ngram: int, min_ngram: int, max_items: int) -> EvalIndex:
+    """Index the n-grams of eval items (see the module docstring for the rules)."""
+    index = EvalIndex(ngram=ngram, names=names, num_items=len(texts))
+    if not texts:
+        return index
+    hashes, item = word_hashes(pa.array(texts, pa.string()))
+    num_words = np.bincount(item, minlength=len(texts))
+    index.num_skipped = int((num_words < min_ngram).sum())
+    lengths = {ngram} | {int(m) for m in np.unique(num_words) if min_ngram <= m < ngram}
+    for n in sorted(lengths):
+        keep = num_words[item] >= n if n == ngram else num_words[item] == n
+        grams, owner = window_hashes(hashes[keep], item[keep], n)
+        pairs = np.unique(np.stack([grams, owner.astype(np.uint64)]), axis=1)  # one (n-gram, item) pair each
+        keys, first, counts = np.unique(pairs[0], return_index=True, return_counts=True)
+        common = counts > max_items
+        index.num_template_ngrams += int(common.sum())
+        if (~common).any():
+            index.tables[n] = (keys[~common], pairs[1][first[~common]].astype(np.int32))
+    return index
+
+
+def load_index(options: Decontam) -> EvalIndex:
+    """Load the eval sets of `options` and index them."""
+    names, texts = eval_texts(options)
+    return build_index(names, texts, options.ngram, options.min_ngram, options.max_items)

@@ -1,0 +1,211 @@
+"""Chat-format validation and the token-length filter.
+
+`validate_chat` checks every conversation of a batch at once (numpy over the flattened messages): roles are
+system/user/assistant, no turn is empty, an optional system turn comes first, then user and assistant alternate
+starting with the user, and the last turn is the assistant's.
+
+`TokenLength` counts a conversation's tokens as the target model sees it: `len(tokenizer(apply_chat_template(
+messages)))`, or the sum over contents when the tokenizer has no chat template. Tokenizing 1.5M conversations
+takes many minutes on a CPU, so it tokenizes only the rows it has to: a byte-level tokenizer never makes more
+tokens than the rendered text has bytes, and never fewer than bytes / (longest token in bytes). A conversation
+whose upper bound fits `max_tokens` passes untouched, one whose lower bound exceeds it fails untouched, and only
+those in between are tokenized.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CHAT_REASONS = {
+    1: "no messages",
+    2: "unknown role (allowed: system, user, assistant)",
+    3: "empty turn",
+    4: "turns do not alternate user/assistant (system only first)",
+    5: "last turn is not the assistant's",
+}
+
+
+def validate_chat(roles: pa.Array, contents: pa.Array, conv_offsets: np.ndarray) -> np.ndarray:
+    """Reason code per conversation: 0 valid, else a key of CHAT_REASONS (the first that applies).
+
+    Args:
+        roles, contents: string arrays, one element per message.
+        conv_offsets: int64 [num_convs + 1], message range of each conversation.
+    Returns:
+        uint8 [num_convs].
+    """
+    num_msgs = np.diff(conv_offsets)
+    n = len(num_msgs)
+    reason = np.zeros(n, np.uint8)
+    if len(roles) == 0:
+        reason[:] = 1
+        return reason
+    role_names = pc.fill_null(roles, "")
+    code = np.full(len(roles), 3, np.int8)  # 0 system, 1 user, 2 assistant, 3 other
+    for value, name in enumerate(("system", "user", "assistant")):
+        code[np.asarray(pc.equal(role_names, name))] = value
+    empty = np.asarray(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(contents, ""))), 0))
+    conv = np.repeat(np.arange(n), num_msgs)
+    pos = np.arange(len(code)) - conv_offsets[conv]
+    has_system = np.zeros(n, bool)
+    has_system[num_msgs > 0] = code[conv_offsets[:-1][num_msgs > 0]] == 0
+    turn = pos - has_system[conv]
+    expected = np.where(turn % 2 == 0, 1, 2)
+    misplaced = (code != expected) & ~((code == 0) & (pos == 0))
+    last = conv_offsets[1:][num_msgs > 0] - 1
+    last_ok = np.ones(n, bool)
+    last_ok[num_msgs > 0] = code[last] == 2
+    checks = [
+        (5, ~last_ok),
+        (4, _any_per_conv(misplaced, conv, n)),
+        (3, _any_per_conv(empty, conv, n)),
+        (2, _any_per_conv(code == 3, conv, n)),
+        (1, num_msgs == 0),
+    ]
+    for value, bad in checks:  # later checks overwrite earlier ones: the most basic problem is reported
+        reason[bad] = value
+    return reason
+
+
+def _any_per_conv(flags: np.ndarray, conv: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(conv[flags], minlength=n) > 0
+
+
+class TokenLength:
+    """Counts tokens of conversations with a tokenizer and its chat template, tokenizing only when needed.
+
+    Args:
+        tokenizer: a tokenizer object, or a name/path that `posttrain.model.loading.load_tokenizer` resolves
+            ('embedded', a local folder, a hub id in the local cache).
+        max_tokens: conversations longer than this fail.
+    """
+
+    def __init__(self, tokenizer: Any, max_tokens: int):
+        tokenizer = load_chat_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        vocab = tokenizer.get_vocab()
+        # Byte-level BPE spells each byte as one character ('Ġ' is a space): count characters, not UTF-8 bytes.
+        byte_level = "Ġ" in vocab or "Ċ" in vocab
+        self.max_token_bytes = max((len(t) if byte_level else len(t.encode("utf-8")) for t in vocab), default=1)
+        self.base_bytes, self.msg_bytes = self._template_overhead()
+
+    def _template_overhead(self) -> tuple[int, int]:
+        """Bytes the chat template adds: a constant plus at most `msg_bytes` per message (measured, with margin)."""
+        if not self.has_template:
+            return 0, 1  # a SentencePiece tokenizer may add one prefix token per content
+        sizes = []
+        for roles in (("user", "assistant"), ("user", "assistant") * 2, ("system", "user", "assistant")):
+            msgs = [{"role": r, "content": "x"} for r in roles]
+            text = self.tokenizer.apply_chat_template(msgs, tokenize=False)
+            sizes.append((len(roles), len(text.encode("utf-8")) - len(roles)))
+        per_msg = max(
+            (sizes[1][1] - sizes[0][1]) / 2, sizes[2][1] - sizes[0][1], 1
+        )  # a system turn may cost more than a default system prompt saves
+        base = max(s - per_msg * k for k, s in sizes)
+        return int(base) + 16, int(np.ceil(per_msg)) + 8
+
+    def count(self, conversations: list[list[dict]]) -> list[int]:
+        """Exact token counts."""
+        tok = self.tokenizer
+        if self.has_template:
+            texts = [tok.apply_chat_template(c, tokenize=False) for c in conversations]
+            return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+        flat = [m["content"] for c in conversations for m in c]
+        lengths = [len(ids) for ids in tok(flat, add_special_tokens=False)["input_ids"]] if flat else []
+        sizes = np.cumsum([0] + [len(c) for c in conversations])
+        return [int(sum(lengths[a:b])) for a, b in zip(sizes[:-1], sizes[1:])]
+
+    def check(self, messages: pa.ListArray, content_bytes: np.ndarray, num_msgs: np.ndarray, rows: np.ndarray):
+        """Token counts (-1: not needed, within bounds) and a too-long flag for the conversations `rows`.
+
+        Args:
+            messages: the batch's messages column; content_bytes / num_msgs: int64 per conversation.
+            rows: int64 indices of the conversations to check (the valid ones).
+        Returns:
+            (num_tokens int32 [len(rows)], too_long bool [len(rows)]).
+        """
+        upper = content_bytes[rows] + self.base_bytes + self.msg_bytes * num_msgs[rows]
+        lower = content_bytes[rows] // self.max_token_bytes
+        num_tokens = np.full(len(rows), -1, np.int32)
+        too_long = lower > self.max_tokens
+        unsure = np.flatnonzero((upper > self.max_tokens) & ~too_long)
+        if len(unsure):
+            counts = self.count(messages.take(pa.array(rows[unsure])).to_pylist())
+            num_tokens[unsure] = counts
+            too_long[unsure] = np.asarray(counts) > self.max_tokens
+        return num_tokens, too_long
+
+
+def load_chat_tokenizer(spec: str) -> Any:
+    """A tokenizer by name or folder. A folder with `tokenizer.json` loads as `FastChatTokenizer` (no transformers,
+    no torch: a scan worker starts in a fraction of a second with a tenth of the memory); anything else goes
+    through `posttrain.model.loading.load_tokenizer`."""
+    from posttrain.model.loading import load_tokenizer, resolve_model
+
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        folder = Path(resolve_model(spec))
+    if (folder / "tokenizer.json").is_file():
+        try:
+            return FastChatTokenizer(folder)
+        except Exception:  # noqa: BLE001 - a template our renderer cannot compile: transformers can
+            pass
+    return load_tokenizer(spec)
+
+
+class FastChatTokenizer:
+    """The parts of a HF tokenizer that `TokenLength` uses, from `tokenizer.json` (Rust `tokenizers`) and the chat
+    template rendered with jinja2 the way transformers does (sandboxed, trim_blocks, lstrip_blocks)."""
+
+    def __init__(self, folder: Path):
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from tokenizers import Tokenizer
+
+        self.name_or_path = str(folder)
+        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        template_path = folder / "chat_template.jinja"
+        template = (
+            template_path.read_text(encoding="utf-8") if template_path.is_file() else config.get("chat_template")
+        )
+        if isinstance(template, list):
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        self.chat_template = template
+        self._special = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+        self._template = None
+        if template:
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+            env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
+            env.globals["raise_exception"] = _raise
+            self._template = env.from_string(template)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._tok.get_vocab()
+
+    def apply_chat_template(self, messages: list[dict], tokenize: bool = False) -> str:
+        assert not tokenize and self._template is not None
+        return self._template.render(messages=messages, add_generation_prompt=False, **self._special)
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = True) -> dict[str, list[list[int]]]:
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)  # fast: no character offsets
+        return {"input_ids": [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]}
+
+
+def _token_text(value: Any) -> str | None:
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _raise(message: str) -> None:
+    from jinja2.exceptions import TemplateError
+
+    raise TemplateError(message)

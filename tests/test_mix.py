@@ -1,0 +1,357 @@
+"""The SFT mix builder on small literal inputs: exact counts per step, weights, determinism, bad sources, and a
+build that is interrupted (in-process crash or kill -9) and rerun to the same output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data_gen.mix import Decontam, Dedup, MixSource, build_mix
+from data_gen.sources import SourceConfig
+from posttrain.errors import ConfigError, DataError
+
+ASSETS = Path(__file__).parent / "assets"
+NO_DECONTAM = Decontam(against=[])
+WORDS = [f"{a}{b}{c}" for a in "bdfgklmnprstvz" for b in "aeiou" for c in "nrstlx"]
+
+
+def _text(rng: np.random.Generator, num_words: int) -> str:
+    return " ".join(rng.choice(WORDS, size=num_words))
+
+
+def _rows(seed: int, n: int, domain: str | None = None) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        row = {
+            "messages": [{"role": "user", "content": _text(rng, 12)}, {"role": "assistant", "content": _text(rng, 40)}]
+        }
+        if domain:
+            row["domain"] = domain
+        rows.append(row)
+    return rows
+
+
+def _jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"jsonl:{path}"
+
+
+def _parquet(path: Path, rows: list[dict], row_group_size: int = 1000) -> str:
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
+    return f"parquet:{path}"
+
+
+def _output(out: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("part-*.parquet")))
+
+
+def _digest(out: Path) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(out.glob("part-*.parquet")))).hexdigest()
+
+
+def _build(sources, out: Path, **kwargs):
+    kwargs.setdefault("decontaminate", NO_DECONTAM)
+    kwargs.setdefault("num_workers", 1)
+    kwargs.setdefault("show_progress", False)
+    return build_mix(sources, out / "dataset", **kwargs)
+
+
+def test_counts_per_step_are_exact(tmp_path):
+    result = _build([MixSource(data=f"jsonl:{ASSETS / 'mix_chat.jsonl'}", name="chat")], tmp_path)
+    comp = result.composition
+    assert comp["sources"]["chat"] == {
+        **comp["sources"]["chat"],
+        "input": 11,
+        "chat_format": 6,
+        "token_length": 6,
+        "decontaminate": 6,
+        "exact_dedup": 5,
+        "near_dedup": 4,
+        "target": 4,
+        "output": 4,
+        "repeats": 1.0,
+    }
+    assert comp["domains"]["math"]["input"] == 2 and comp["domains"]["math"]["near_dedup"] == 1
+    removed = pq.read_table(tmp_path / "removed.parquet").to_pylist()
+    by_row = {r["row"]: r for r in removed}
+    assert by_row[3]["step"] == "exact_dedup" and by_row[3]["duplicate_of_row"] == 0
+    assert by_row[4]["step"] == "near_dedup" and by_row[4]["duplicate_of_row"] == 1
+    reasons = {r["row"]: r["reason"] for r in removed if r["step"] == "chat_format"}
+    assert reasons == {
+        5: "no messages",
+        6: "unknown role (allowed: system, user, assistant)",
+        7: "empty turn",
+        8: "turns do not alternate user/assistant (system only first)",
+        9: "last turn is not the assistant's",
+    }
+    out = _output(tmp_path / "dataset")
+    assert sorted(out["source_row"].to_pylist()) == [0, 1, 2, 10]
+    assert out.column_names == ["messages", "source", "domain", "repeat", "source_row"]
+    assert result.metrics["rows_out"] == 4 and result.metrics["removed.chat_format"] == 5
+    card = (tmp_path / "dataset" / "README.md").read_text()
+    assert "| chat | chat, math, writing | 11 | 6 | 6 | 6 | 5 | 4 | 4 | 4 | 100.0% | 1.0 |" in card
+    assert (tmp_path / "composition.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_weights_are_honoured_to_one_row_and_upsampling_is_recorded(tmp_path):
+    sources = [
+        MixSource(data=_parquet(tmp_path / "a.parquet", _rows(1, 400)), weight=0.5, domain="math"),
+        MixSource(data=_jsonl(tmp_path / "b.jsonl", _rows(2, 300)), weight=0.3, domain="code"),
+        MixSource(data=_jsonl(tmp_path / "c.jsonl", _rows(3, 90)), weight=0.2, domain="chat"),
+    ]
+    result = _build(sources, tmp_path, size=1001, seed=3, rows_per_shard=128)
+    counts = {s: c["output"] for s, c in result.composition["sources"].items()}
+    # Largest-remainder rounding: every source within one row of weight * size, the total exact.
+    assert counts == {"a": 501, "b": 300, "c": 200} and sum(counts.values()) == 1001
+    out = _output(tmp_path / "dataset")
+    assert out.num_rows == 1001 and len(list((tmp_path / "dataset").glob("part-*.parquet"))) == 8
+    chat = out.filter(pa.compute.equal(out["source"], "c"))
+    repeats = np.bincount(chat["repeat"].to_numpy())
+    assert repeats.tolist() == [90, 90, 20]  # 200 = 2 x 90 + 20 upsampled once more
+    assert result.composition["sources"]["c"]["repeats"] == round(200 / 90, 3)
+    assert set(zip(out["source"].to_pylist(), out["domain"].to_pylist())) == {
+        ("a", "math"),
+        ("b", "code"),
+        ("c", "chat"),
+    }
+
+
+def test_counts_and_weights_share_the_size(tmp_path):
+    a = _jsonl(tmp_path / "a.jsonl", _rows(1, 50))
+    b = _jsonl(tmp_path / "b.jsonl", _rows(2, 50))
+    result = _build([MixSource(data=a, count=70), MixSource(data=b, weight=1.0)], tmp_path, size=100)
+    assert {s: c["output"] for s, c in result.composition["sources"].items()} == {"a": 70, "b": 30}
+
+
+def test_same_seed_same_output_and_workers_do_not_matter(tmp_path):
+    rows = _rows(1, 600)
+    rows[300] = rows[10]
+    src = [
+        MixSource(data=_parquet(tmp_path / "a.parquet", rows, row_group_size=100)),
+        MixSource(data=_jsonl(tmp_path / "b.jsonl", _rows(2, 200))),
+    ]
+    kwargs = {"size": 900, "seed": 7, "rows_per_shard": 250, "dedup": Dedup(near_threshold=0.8)}
+    first = _build(src, tmp_path / "one", **kwargs)
+    again = _build(src, tmp_path / "two", **kwargs, num_workers=2)
+    assert _digest(tmp_path / "one" / "dataset") == _digest(tmp_path / "two" / "dataset")
+    assert (
+        first.composition["removed"]
+        == again.composition["removed"]
+        == {"chat_format": 0, "token_length": 0, "decontaminate": 0, "exact_dedup": 1, "near_dedup": 0}
+    )
+    other = _build(src, tmp_path / "three", **{**kwargs, "seed": 8})
+    assert _digest(tmp_path / "three" / "dataset") != _digest(tmp_path / "one" / "dataset")
+    assert other.num_rows == 900
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("jsonl:{tmp}/nope.jsonl", "source 'nope': file {tmp}/nope.jsonl does not exist; fix the path"),
+        (f"jsonl:{ASSETS / 'mix_wrong_columns.jsonl'}", "has no 'messages' column (columns: text); give each row"),
+        (f"jsonl:{ASSETS / 'mix_empty.jsonl'}", "mix_empty.jsonl has no rows; point the source at a non-empty"),
+        ("parquet:{tmp}/empty.parquet", "empty.parquet has no rows"),
+        ("parquet:{tmp}/wrong.parquet", "wrong.parquet has no 'messages' column (columns: text, id)"),
+        ("{tmp}/folder", "folder {tmp}/folder has no *.parquet or *.jsonl files"),
+    ],
+)
+def test_bad_sources_get_one_line_errors(tmp_path, data, message):
+    message_type = pa.struct([("role", pa.string()), ("content", pa.string())])
+    pq.write_table(pa.table({"messages": pa.array([], pa.list_(message_type))}), tmp_path / "empty.parquet")
+    pq.write_table(pa.table({"text": ["x"], "id": [1]}), tmp_path / "wrong.parquet")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DataError) as err:
+        _build([MixSource(data=data.format(tmp=tmp_path))], tmp_path)
+    assert message.format(tmp=tmp_path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(_rows(1, 1)[0]) + "\n\n{not json\n")
+    with pytest.raises(DataError, match=r"source 'bad': .*bad.jsonl:3: .*fix or delete the line"):
+        _build([MixSource(data=f"jsonl:{path}")], tmp_path)
+
+
+def test_config_problems_are_reported_together():
+    sources = [MixSource(data="jsonl:a.jsonl", weight=1, count=3), MixSource(data="jsonl:a.jsonl", weight=-1)]
+    with pytest.raises(ConfigError) as err:
+        build_mix(sources, "out", size=None, dedup=Dedup(near_threshold=1.5), max_tokens=10)
+    problems = err.value.problems
+    assert "sources.0.weight: give weight (1) or count (3), not both" in problems
+    assert "sources.1.weight: must be positive, got -1" in problems
+    assert "sources: two sources are named 'a'; give them distinct `name`s" in problems
+    assert any(p.startswith("size: weighted sources need a target `size`") for p in problems)
+    assert "dedup.near_threshold: must be in (0, 1), got 1.5" in problems
+    assert "max_tokens: the token-length filter needs a `tokenizer`" in problems
+
+
+def test_every_input_format_and_domain_filter(tmp_path):
+    import datasets
+
+    rows = _rows(5, 40, domain="chat") + _rows(6, 20, domain="math")
+    datasets.Dataset.from_list(rows[:30]).save_to_disk(str(tmp_path / "disk"))
+    (tmp_path / "shards").mkdir()
+    _parquet(tmp_path / "shards" / "part-00000.parquet", rows[30:45])
+    _parquet(tmp_path / "shards" / "part-00001.parquet", rows[45:])
+    pairs = [{"prompt": r["messages"][0]["content"], "completion": r["messages"][1]["content"]} for r in _rows(7, 10)]
+    sources = [
+        MixSource(data=f"hf-disk:{tmp_path / 'disk'}", name="disk"),
+        MixSource(data=str(tmp_path / "shards"), name="shards", domains=["math"]),
+        MixSource(data=_parquet(tmp_path / "pairs.parquet", pairs), name="pairs", domain="qa"),
+    ]
+    result = _build(sources, tmp_path)
+    inputs = {s: c["input"] for s, c in result.composition["sources"].items()}
+    assert inputs == {"disk": 30, "shards": 20, "pairs": 10}
+    out = _output(tmp_path / "dataset")
+    assert out.num_rows == 60
+    pair_rows = out.filter(pa.compute.equal(out["source"], "pairs")).to_pylist()
+    assert pair_rows[0]["messages"][1]["role"] == "assistant" and pair_rows[0]["domain"] == "qa"
+
+
+def test_two_stage_sft_second_mix_keeps_the_chat_domain(tmp_path):
+    a = _jsonl(tmp_path / "a.jsonl", _rows(1, 30, domain="chat") + _rows(2, 50, domain="reasoning"))
+    _build([MixSource(data=a)], tmp_path / "all")
+    second = _build([MixSource(data=str(tmp_path / "all" / "dataset"), domains=["chat"])], tmp_path / "chat")
+    out = _output(tmp_path / "chat" / "dataset")
+    assert out.num_rows == 30 and set(out["domain"].to_pylist()) == {"chat"}
+    assert second.composition["sources"]["all"]["input"] == 30
+
+
+def test_decontamination_finds_eval_ngrams(tmp_path):
+    evals = [json.loads(x) for x in (ASSETS / "mix_eval.jsonl").read_text().splitlines()]
+    rows = _rows(1, 6)
+    rows[2]["messages"][0]["content"] = "Quick one: " + evals[0]["prompt"].upper() + " Thanks!"
+    rows[4]["messages"][1]["content"] = "ways to climb a staircase of twelve steps"  # 8 words: too few
+    against = [SourceConfig(source=f"jsonl:{ASSETS / 'mix_eval.jsonl'}")]
+    result = _build(
+        [MixSource(data=_jsonl(tmp_path / "a.jsonl", rows))],
+        tmp_path,
+        decontaminate=Decontam(against=against, ngram=13),
+    )
+    assert result.composition["removed"]["decontaminate"] == 1
+    removed = pq.read_table(tmp_path / "removed.parquet").to_pylist()
+    assert [(r["row"], r["eval_item"]) for r in removed] == [(2, f"jsonl:{ASSETS / 'mix_eval.jsonl'}:0")]
+
+
+def test_token_length_filter_matches_a_full_count(tmp_path):
+    from data_gen.mix.quality import TokenLength
+
+    folder = _tiny_tokenizer(tmp_path / "tok")
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": _text(rng, int(rng.integers(1, 60)))},
+                {"role": "assistant", "content": _text(rng, int(rng.integers(1, 200)))},
+            ]
+        }
+        for _ in range(200)
+    ]
+    length = TokenLength(str(folder), max_tokens=300)
+    full = np.array(length.count([r["messages"] for r in rows]))
+    result = _build(
+        [MixSource(data=_jsonl(tmp_path / "a.jsonl", rows))], tmp_path, tokenizer=str(folder), max_tokens=300
+    )
+    assert 0 < (full > 300).sum() < 200
+    assert result.composition["removed"]["token_length"] == int((full > 300).sum())
+    removed = pq.read_table(tmp_path / "removed.parquet").to_pylist()
+    assert sorted(r["row"] for r in removed) == np.flatnonzero(full > 300).tolist()
+
+
+def _tiny_tokenizer(folder: Path) -> Path:
+    """A byte-level BPE trained on a few hundred words, with a ChatML template: built offline in milliseconds."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([" ".join(WORDS)] * 3, trainer)
+    folder.mkdir(parents=True)
+    tok.save(str(folder / "tokenizer.json"))
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template, "eos_token": "<|im_end|>"}))
+    return folder
+
+
+def test_crash_mid_write_then_rerun_gives_the_same_output(tmp_path, monkeypatch):
+    import data_gen.mix.write as write
+
+    src = [MixSource(data=_jsonl(tmp_path / "a.jsonl", _rows(1, 500)))]
+    kwargs = {"size": 700, "seed": 1, "rows_per_shard": 100, "work_dir": tmp_path / "work"}
+    _build(src, tmp_path / "clean", **{**kwargs, "work_dir": tmp_path / "clean-work"})
+    finish, calls = write._finish_shard, []
+
+    def crash_after_three(*args):
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        calls.append(args)
+        finish(*args)
+
+    monkeypatch.setattr(write, "_finish_shard", crash_after_three)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _build(src, tmp_path / "run", **kwargs)
+    assert len(list((tmp_path / "run" / "dataset").glob("part-*.parquet"))) == 3
+    (tmp_path / "run" / "dataset" / "part-00004.parquet.tmp").write_bytes(b"half a shard")
+    monkeypatch.setattr(write, "_finish_shard", finish)
+    calls.clear()
+    _build(src, tmp_path / "run", **kwargs)
+    assert _digest(tmp_path / "run" / "dataset") == _digest(tmp_path / "clean" / "dataset")
+    assert not list((tmp_path / "run" / "dataset").glob("*.tmp")) and not (tmp_path / "work").exists()
+
+
+KILL_SCRIPT = """
+import sys
+from data_gen.mix import Decontam, MixSource, build_mix
+build_mix([MixSource(data=sys.argv[1], weight=1), MixSource(data=sys.argv[2], weight=1)], sys.argv[3], size=9000,
+          seed=2, rows_per_shard=500, num_workers=1, chunk_rows=250, decontaminate=Decontam(against=[]),
+          show_progress=False, work_dir=sys.argv[4])
+"""
+
+
+def test_kill_9_then_rerun_gives_the_same_output(tmp_path):
+    a = _parquet(tmp_path / "a.parquet", _rows(1, 4000), row_group_size=250)
+    b = _parquet(tmp_path / "b.parquet", _rows(2, 4000), row_group_size=250)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    out, work = tmp_path / "run" / "dataset", tmp_path / "work"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, a, b, str(out), str(work)], env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and len(list(work.glob("scan/*/chunk-*.npz"))) < 4:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the build finished before it could be killed"
+    assert 4 <= len(list(work.glob("scan/*/chunk-*.npz"))) < 32
+    sources = [MixSource(data=a, weight=1), MixSource(data=b, weight=1)]
+    kwargs = {"size": 9000, "seed": 2, "rows_per_shard": 500, "chunk_rows": 250}
+    _build(sources, tmp_path / "run", **kwargs, work_dir=work)
+    _build(sources, tmp_path / "clean", **kwargs)
+    assert _digest(out) == _digest(tmp_path / "clean" / "dataset")
+
+
+def test_finished_build_is_returned_as_is(tmp_path):
+    src = [MixSource(data=_jsonl(tmp_path / "a.jsonl", _rows(1, 50)))]
+    first = _build(src, tmp_path)
+    stamp = (tmp_path / "dataset" / "part-00000.parquet").stat().st_mtime_ns
+    again = _build(src, tmp_path)
+    assert again.composition == first.composition
+    assert (tmp_path / "dataset" / "part-00000.parquet").stat().st_mtime_ns == stamp
