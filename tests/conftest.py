@@ -68,3 +68,14 @@ def tiny_path() -> str:
     from posttrain.model.loading import tiny_path
 
     return str(tiny_path())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster than two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

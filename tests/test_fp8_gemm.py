@@ -10,14 +10,7 @@ from posttrain.model.fp8 import BACKENDS, calc_diff, check_backend, gemm_referen
 from posttrain.model.fp8.gemm import ReferenceOps, gemm_dequantized
 from posttrain.model.fp8.quant import quantize_1x128, quantize_128x128
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _operands(m: int, n: int, k: int, b_tiles: str, seed: int = 0):

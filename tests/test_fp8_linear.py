@@ -12,14 +12,7 @@ from posttrain.model.fp8 import Fp8Linear, calc_diff, fp8_linear
 from posttrain.model.fp8.gemm import ReferenceOps
 from posttrain.model.fp8.linear import _Fp8LinearFunction
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -21,14 +21,7 @@ from posttrain.model.fp8.quant import (
     scale_from_amax,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel_err(approx: torch.Tensor, exact: torch.Tensor) -> float:

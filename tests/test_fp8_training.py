@@ -22,13 +22,7 @@ from posttrain.model.fp8 import convert_to_fp8
 VOCAB, SEQ, BATCH, STEPS, LR = 32, 32, 8, 150, 5e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def markov_corpus(num_seqs: int, seed: int = 1234) -> torch.Tensor:
