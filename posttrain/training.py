@@ -125,6 +125,37 @@ def truncate_metrics(path: Path, after_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def trainer_kwargs(cfg: Any, ctx: Any) -> dict[str, Any]:
+    """The TrainingArguments that SFT and GRPO share, from the fields their configs have in common."""
+    import torch
+
+    return dict(
+        output_dir=str(ctx.path("checkpoints")),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        disable_tqdm=not ctx.show_progress,
+        dataloader_num_workers=0,
+    )
+
+
+def resume_point(ctx: Any) -> tuple[Path | None, int]:
+    """(last complete checkpoint or None, its step), with metrics.jsonl cut back to that step."""
+    checkpoint = last_checkpoint(ctx.path("checkpoints"))
+    step = checkpoint_step(checkpoint)
+    truncate_metrics(ctx.path("metrics.jsonl"), step)
+    return checkpoint, step
+
+
 def make_callbacks(metrics_path: Path, save_minutes: float | None):
     """Trainer callbacks: every log row to metrics.jsonl; a checkpoint whenever `save_minutes` have passed."""
     from transformers import TrainerCallback

@@ -256,16 +256,15 @@ class GrpoStage:
         return False
 
     def _trainer_args(self, reward_weights: list[float]):
-        import torch
         from trl import GRPOConfig
+
+        from posttrain.training import trainer_kwargs
 
         cfg = self.cfg
         use_vllm = self._use_vllm()
         return GRPOConfig(
-            output_dir=str(self.ctx.path("checkpoints")),
+            **trainer_kwargs(cfg, self.ctx),
             max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             num_generations=cfg.num_generations,
             loss_type=cfg.loss_type,
             beta=cfg.beta,
@@ -282,18 +281,6 @@ class GrpoStage:
             vllm_mode=cfg.vllm_mode,
             vllm_server_base_url=cfg.vllm_server_base_url,
             vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-            logging_steps=cfg.logging_steps,
-            save_strategy="steps",
-            save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit,
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            bf16=cfg.bf16,
-            gradient_checkpointing=cfg.gradient_checkpointing,
-            use_cpu=not torch.cuda.is_available(),
-            report_to="none",
-            disable_tqdm=not self.ctx.show_progress,
-            dataloader_num_workers=0,
         )
 
     def _wrap_lora(self, model: Any) -> Any:
@@ -314,14 +301,7 @@ class GrpoStage:
         from trl import GRPOTrainer
 
         from posttrain.model.loading import load_model_and_tokenizer
-        from posttrain.training import (
-            build_optimizer,
-            checkpoint_step,
-            last_checkpoint,
-            make_callbacks,
-            save_model_atomically,
-            truncate_metrics,
-        )
+        from posttrain.training import build_optimizer, make_callbacks, resume_point, save_model_atomically
         from rewards import build_reward
 
         cfg, ctx = self.cfg, self.ctx
@@ -329,7 +309,7 @@ class GrpoStage:
         model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
         train, evals = self._datasets()
         reward = build_reward(cfg.rewards, f"stage '{ctx.name}'")
-        resume_from = last_checkpoint(ctx.path("checkpoints"))
+        resume_from, step = resume_point(ctx)
         args = self._trainer_args(reward.weights)
         main_process = args.process_index == 0
         eval_start = self._evaluate(model, tokenizer, evals, reward, "eval_start.json") if main_process else None
@@ -343,8 +323,6 @@ class GrpoStage:
             int(cfg.warmup_ratio * cfg.max_steps),
             cfg.max_steps,
         )
-        step = checkpoint_step(resume_from)
-        truncate_metrics(ctx.path("metrics.jsonl"), step)
         _truncate_completions(ctx.path("completions.jsonl"), step)
         logger = CompletionLogger(ctx.path("completions.jsonl"), reward.funcs, cfg.num_completions_to_log)
         trainer = GRPOTrainer(

@@ -132,11 +132,10 @@ class SftStage:
         from posttrain.model.loading import load_model_and_tokenizer
         from posttrain.training import (
             build_optimizer,
-            checkpoint_step,
-            last_checkpoint,
             make_callbacks,
+            resume_point,
             save_model_atomically,
-            truncate_metrics,
+            trainer_kwargs,
         )
 
         cfg, ctx = self.cfg, self.ctx
@@ -149,30 +148,15 @@ class SftStage:
         optimizer, scheduler = build_optimizer(
             model, cfg.learning_rate, cfg.weight_decay, cfg.lr_scheduler, int(cfg.warmup_ratio * max_steps), max_steps
         )
-        resume_from = last_checkpoint(ctx.path("checkpoints"))
-        truncate_metrics(ctx.path("metrics.jsonl"), checkpoint_step(resume_from))
+        resume_from, step = resume_point(ctx)
         args = SFTConfig(
-            output_dir=str(ctx.path("checkpoints")),
+            **trainer_kwargs(cfg, ctx),
             max_steps=max_steps,
-            per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             max_length=cfg.max_length,
             packing=cfg.packing,
-            logging_steps=cfg.logging_steps,
             eval_strategy="steps" if evals is not None and cfg.eval_steps > 0 else "no",
             eval_steps=cfg.eval_steps or None,
-            save_strategy="steps",
-            save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit,
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            bf16=cfg.bf16,
-            gradient_checkpointing=cfg.gradient_checkpointing,
-            use_cpu=not torch.cuda.is_available(),
-            report_to="none",
-            disable_tqdm=not ctx.show_progress,
-            dataloader_num_workers=0,
         )
         trainer = SFTTrainer(
             model=model,
@@ -202,7 +186,7 @@ class SftStage:
             "train_loss": round(result.training_loss, 5),
             "eval_loss_start": _first_eval(ctx.path("metrics.jsonl"), eval_start),
             "eval_loss_end": eval_end,
-            "resumed_from_step": checkpoint_step(resume_from),
+            "resumed_from_step": step,
         }
         if fp8_report is not None:
             metrics.update(fp8_layers=fp8_report.converted, fp8_skipped=fp8_report.skipped)
