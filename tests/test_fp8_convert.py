@@ -199,3 +199,19 @@ def test_embedded_smollm2_converts_entirely():
     assert len(report.converted) == 210 and list(report.skipped) == ["lm_head"]
     assert calc_diff(fp8_logits, logits) < 3e-2  # measured 1.3e-2 over 30 layers
     assert "19" in tokenizer.decode(answer)
+
+
+def test_high_precision_context_runs_plain_linear_and_restores():
+    from posttrain.model.fp8 import high_precision
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 256))
+    plain = [nn.Linear(256, 128), nn.Linear(128, 256)]
+    plain[0].load_state_dict(model[0].state_dict())
+    plain[1].load_state_dict(model[2].state_dict())
+    x = torch.randn(4, 256)
+    expected = plain[1](torch.relu(plain[0](x)))
+    convert_to_fp8(model)
+    with high_precision(model):
+        assert torch.equal(model(x), expected)
+    assert not torch.equal(model(x), expected) and all(m.fp8_enabled for m in model if isinstance(m, Fp8Linear))

@@ -144,3 +144,34 @@ def test_grpo_lora_merges_into_a_plain_model(write_recipe, tmp_path, tiny_path):
     assert main(["run", write_recipe(text), "--run-dir", str(runs), "--no-progress"]) == 0
     trained = AutoModelForCausalLM.from_pretrained(runs / "grpo_test/rl/model")
     assert not any("lora" in n for n, _ in trained.named_parameters())
+
+
+def test_fp8_generation_stays_high_precision_while_forward_is_fp8(tiny_path):
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from posttrain.stages.grpo import _enable_fp8
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    fp8 = copy.deepcopy(base)
+    report = _enable_fp8(fp8)
+    assert len(report.converted) == 14
+    ids = tok("What is 2 + 3?", return_tensors="pt")
+    with torch.no_grad():
+        assert not torch.equal(fp8(**ids).logits, base(**ids).logits)  # the training/log-prob forward is FP8
+        out_fp8 = fp8.generate(**ids, max_new_tokens=12, do_sample=False)
+        out_base = base.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert torch.equal(out_fp8, out_base)  # sampling ran the same Linears in high precision
+    assert all(m.fp8_enabled for m in fp8.modules() if hasattr(m, "fp8_enabled"))  # restored afterwards
+
+
+def test_grpo_with_fp8_and_reference_model(write_recipe, tmp_path, tiny_path):
+    runs = tmp_path / "runs"
+    path = _recipe(write_recipe)
+    assert (
+        main(["run", path, "stages.rl.fp8=true", "stages.rl.beta=0.04", "--run-dir", str(runs), "--no-progress"]) == 0
+    )
+    m = json.loads((runs / "grpo_test/rl/manifest.json").read_text())["metrics"]
+    assert len(m["fp8_layers"]) == 14 and list(m["fp8_skipped"]) == ["lm_head"] and m["steps"] == 2

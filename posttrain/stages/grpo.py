@@ -98,6 +98,10 @@ class GrpoConfig:
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed for data order, sampling and the eval"})
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast (GPU, or CPUs with AVX-512 BF16)"})
+    fp8: bool = field(
+        default=False,
+        metadata={"help": "DeepSeek-V3 FP8 Linears for training and the old/reference log-probs; sampling stays high"},
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
 
     def check(self) -> list[str]:
@@ -313,6 +317,7 @@ class GrpoStage:
         args = self._trainer_args(reward.weights)
         main_process = args.process_index == 0
         eval_start = self._evaluate(model, tokenizer, evals, reward, "eval_start.json") if main_process else None
+        fp8_report = _enable_fp8(model) if cfg.fp8 else None
         if cfg.lora_rank > 0:
             model = self._wrap_lora(model)
         optimizer, scheduler = build_optimizer(
@@ -334,6 +339,8 @@ class GrpoStage:
             optimizers=(optimizer, scheduler),
             callbacks=[reward_metrics_callback(reward), *make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes)],
         )
+        if fp8_report is not None and trainer.ref_model is not None:  # beta > 0: TRL loaded a separate reference
+            _enable_fp8(trainer.accelerator.unwrap_model(trainer.ref_model))
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         metrics = {
             "steps": trainer.state.global_step,
@@ -346,6 +353,11 @@ class GrpoStage:
             trainer.accelerator.wait_for_everyone()  # until the main process has saved and evaluated
             return metrics
         policy = trainer.model.merge_and_unload() if cfg.lora_rank > 0 else trainer.model
+        if fp8_report is not None:
+            from posttrain.model.fp8 import convert_from_fp8
+
+            convert_from_fp8(policy)
+            metrics.update(fp8_layers=fp8_report.converted, fp8_skipped=fp8_report.skipped)
         # Saved in the training dtype: rounding to bf16 would erase much of a small RL update.
         save_model_atomically(policy, tokenizer, ctx.path("model"))
         eval_end = self._evaluate(policy, tokenizer, evals, reward, "eval_end.json")
@@ -353,6 +365,25 @@ class GrpoStage:
             metrics.update({f"{name}/{k}": v for k, v in (result_ or {}).items()})
         trainer.accelerator.wait_for_everyone()
         return metrics
+
+
+def _enable_fp8(model: Any):
+    """Convert the Linears to FP8: the training GEMMs and the old/reference log-probs then share one FP8 forward.
+    `generate` is wrapped to run the same layers in high precision: DeepSeek-V3 keeps sampling out of FP8."""
+    import functools
+
+    from posttrain.model.fp8 import convert_to_fp8, high_precision
+
+    report = convert_to_fp8(model)
+    generate = model.generate
+
+    @functools.wraps(generate)
+    def generate_in_high_precision(*args: Any, **kwargs: Any) -> Any:
+        with high_precision(model):
+            return generate(*args, **kwargs)
+
+    model.generate = generate_in_high_precision
+    return report
 
 
 def _truncate_completions(path: Path, after_step: int) -> None:

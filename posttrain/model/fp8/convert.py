@@ -10,7 +10,8 @@ report and in one warning.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -144,3 +145,18 @@ def convert_from_fp8(model: nn.Module) -> list[str]:
             _set_submodule(model, name, replacements[id(module)])
             restored.append(name)
     return restored
+
+
+@contextmanager
+def high_precision(model: nn.Module) -> Iterator[None]:
+    """Run every Fp8Linear of `model` as a plain Linear inside the block (e.g. generation in GRPO, which DeepSeek-V3
+    keeps in BF16 while the training GEMMs and the log-probs run in FP8)."""
+    layers = [m for m in model.modules() if isinstance(m, Fp8Linear)]
+    before = [m.fp8_enabled for m in layers]
+    for m in layers:
+        m.fp8_enabled = False
+    try:
+        yield
+    finally:
+        for m, enabled in zip(layers, before):
+            m.fp8_enabled = enabled

@@ -145,6 +145,8 @@ class Fp8Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.backend = backend
         self.scale = scale
+        # False runs the plain high-precision matmul: `high_precision(model)` uses it to keep generation out of FP8.
+        self.fp8_enabled = True
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, backend: str = "auto", scale: ScaleMode = "pow2") -> Fp8Linear:
@@ -166,6 +168,8 @@ class Fp8Linear(nn.Linear):
         return linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fp8_enabled:
+            return super().forward(x)
         return fp8_linear(x, self.weight, self.bias, backend=self.backend, scale=self.scale)
 
     def extra_repr(self) -> str:
