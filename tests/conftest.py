@@ -79,3 +79,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def kill_run_after(recipe: str, runs: Path, marker: Path, timeout_s: float = 240) -> bool:
+    """Start `posttrain run RECIPE` in its own process group, wait until `marker` exists (or the run ends, or the
+    timeout), then SIGKILL the whole group, as a crash or `kill -9` would. Returns whether `marker` appeared."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "posttrain.cli", "run", recipe, "--run-dir", str(runs), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout_s
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return marker.exists()

@@ -3,14 +3,10 @@ completions; a kill -9 mid-run then a resume; a reward that returns None for som
 names itself and the row; config errors name both values."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
+from conftest import kill_run_after
 
 from posttrain.cli import main
 
@@ -105,15 +101,8 @@ def test_grpo_config_error_messages(capsys, write_recipe):
 def test_grpo_kill_9_then_resume(write_recipe, tmp_path, tiny_path):
     runs = tmp_path / "runs"
     path = _recipe(write_recipe, steps=6, save_steps=2)
-    cmd = [sys.executable, "-m", "posttrain.cli", "run", path, "--run-dir", str(runs), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first = runs / "grpo_test/rl/checkpoints/checkpoint-2/trainer_state.json"
-    deadline = time.time() + 240
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first.exists(), "no checkpoint was written before the kill"
+    assert kill_run_after(path, runs, first), "no checkpoint was written before the kill"
     assert (runs / "grpo_test/rl/eval_start.json").exists()
     assert main(["run", path, "--run-dir", str(runs), "--no-progress"]) == 0
     m = json.loads((runs / "grpo_test/rl/manifest.json").read_text())

@@ -2,15 +2,11 @@
 on the real embedded model whose output folder loads and generates."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_run_after
 
 from posttrain.cli import main
 
@@ -58,15 +54,8 @@ def test_sft_trains_and_writes_a_loadable_model(write_recipe, tmp_path, tiny_pat
 def test_kill_9_mid_training_then_resume(write_recipe, tmp_path, tiny_path):
     runs = tmp_path / "runs"
     path = write_recipe(RECIPE.format(model="tiny", steps=12))
-    cmd = [sys.executable, "-m", "posttrain.cli", "run", path, "--run-dir", str(runs), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first = runs / "sft_test/expert/checkpoints/checkpoint-3/trainer_state.json"
-    deadline = time.time() + 240
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first.exists(), "no checkpoint was written before the kill"
+    assert kill_run_after(path, runs, first), "no checkpoint was written before the kill"
     assert not (runs / "sft_test/expert/manifest.json").exists()
     assert main(["run", path, "--run-dir", str(runs), "--no-progress"]) == 0
     m = _manifest(runs)
