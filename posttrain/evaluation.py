@@ -1,11 +1,12 @@
-"""Held-out reward evaluation: sample completions for a set of prompts and score them with reward plugins.
+"""Held-out evaluation: sample completions for a set of prompts and score them with reward plugins.
 
-`evaluate_rewards(model, tokenizer, rows, reward)` renders each row's `prompt` (chat messages) with the chat
-template, samples `num_samples` completions per prompt with transformers' batched generation (left padding), and
-scores them with a `CombinedReward`. It returns the mean of each reward and of their weighted total, pass@1 (the
-fraction of samples that pass) and pass@k (the unbiased estimator of Chen et al. 2021, k = `num_samples`), where a
-sample passes when the `pass_reward` (default: the first reward) scores at least `pass_threshold`. The GRPO stage
-calls it before and after training; it needs no recipe and works from a notebook:
+`evaluate(generator, rows, reward, n=4)` samples `n` completions per row's `prompt` with any `Generator` (vLLM or
+transformers) and returns the metrics the `eval` stage reports and recipes place between stages to show progress:
+the mean of each reward and of their weighted total, pass@1 (the fraction of samples that pass) and pass@k (the
+unbiased estimator of Chen et al. 2021, k = n), where a sample passes when the `pass_reward` (default: the first
+reward) scores at least `pass_threshold`; the mean length in tokens, the mean repeated-3-gram ratio and the fraction
+truncated by `max_tokens`. It also returns one record per sample for inspection. `evaluate_rewards(model,
+tokenizer, ...)` does the same from a model in memory (the GRPO stage scores its policy before and after training):
 
     from posttrain.evaluation import evaluate_rewards
     from rewards import build_reward
@@ -15,9 +16,12 @@ calls it before and after training; it needs no recipe and works from a notebook
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from posttrain.generation.base import Generator, Sample, with_system_prompt
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -27,54 +31,89 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(num_samples - num_correct + 1, num_samples + 1))
 
 
-def generate_completions(
-    model: Any,
-    tokenizer: Any,
+def _mean(values: Sequence[float | None]) -> float:
+    scored = [v for v in values if v is not None]
+    return round(sum(scored) / len(scored), 4) if scored else float("nan")
+
+
+def score_samples(
+    rows: Sequence[dict[str, Any]],
     prompts: Sequence[list[dict[str, str]]],
-    num_samples: int = 1,
-    temperature: float = 0.0,
-    max_new_tokens: int = 128,
-    batch_size: int = 32,
+    samples: Sequence[Sequence[Sample]],
+    reward: Any,
+    pass_reward: str | None = None,
+    pass_threshold: float = 1.0,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Score `samples` (one list of n per row) and reduce them to eval metrics; also return per-sample records."""
+    from rewards.repetition import repetition_ratio
+
+    n = len(samples[0])
+    flat = [(i, s) for i, per_row in enumerate(samples) for s in per_row]
+    columns = {k: [rows[i][k] for i, _ in flat] for k in rows[0] if k != "prompt"}
+    scores = reward.per_reward([s.text for _, s in flat], prompts=[prompts[i] for i, _ in flat], **columns)
+    reward.reset_metrics()
+    scores["total"] = reward.total(scores)
+    out: dict[str, float] = {f"reward/{name}": _mean(values) for name, values in scores.items()}
+    judge = scores[pass_reward or reward.names[0]]
+    passed = [v is not None and v >= pass_threshold for v in judge]
+    per_prompt = [sum(passed[i : i + n]) for i in range(0, len(passed), n)]
+    out["pass@1"] = round(sum(passed) / len(passed), 4)
+    out[f"pass@{n}"] = round(sum(pass_at_k(n, c, n) for c in per_prompt) / len(rows), 4)
+    out["mean_tokens"] = round(statistics.fmean(s.num_tokens for _, s in flat), 2)
+    out["repetition"] = round(statistics.fmean(repetition_ratio(s.text) for _, s in flat), 4)
+    out["truncated"] = round(sum(s.finish_reason == "length" for _, s in flat) / len(flat), 4)
+    out.update(num_prompts=len(rows), num_samples=n)
+    records = [
+        {
+            "source_id": rows[i].get("source_id", i),
+            "completion": s.text,
+            "num_tokens": s.num_tokens,
+            "finish_reason": s.finish_reason,
+            "passed": passed[t],
+            "rewards": {name: values[t] for name, values in scores.items()},
+        }
+        for t, (i, s) in enumerate(flat)
+    ]
+    return out, records
+
+
+def evaluate(
+    generator: Generator,
+    rows: Sequence[dict[str, Any]] | Any,
+    reward: Any,
+    *,
+    n: int = 4,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    max_tokens: int = 256,
     seed: int = 0,
-) -> list[list[str]]:
-    """Sample `num_samples` completions per chat prompt; returns one list of strings per prompt.
+    stop: Sequence[str] = (),
+    system_prompt: str | None = None,
+    pass_reward: str | None = None,
+    pass_threshold: float = 1.0,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Sample `n` completions per row and score them.
 
-    `batch_size` counts sequences (prompts x samples) per `generate` call. temperature 0 means greedy.
+    Args:
+        rows: a `datasets.Dataset` or a list of dicts, each with `prompt` (chat messages) and the columns the
+            rewards need (e.g. `answer`).
+        reward: a `rewards.CombinedReward` (from `build_reward`).
+        system_prompt: a system turn prepended to prompts that have none.
+        pass_reward: the reward that decides pass/fail (default: the first one).
+    Returns:
+        (metrics, records): `reward/<name>` per reward and `reward/total` (means over scored samples; None-scored
+        samples skipped), `pass@1`, `pass@<n>`, `mean_tokens`, `repetition`, `truncated`, `num_prompts`,
+        `num_samples`, `seconds`; and one record per sample.
     """
-    import torch
-
-    prompts_per_batch = max(1, batch_size // num_samples)
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training, use_cache = model.training, model.config.use_cache
-    model.eval()
-    model.config.use_cache = True
-    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
-    out: list[list[str]] = []
-    try:
-        with torch.random.fork_rng(), torch.inference_mode():
-            torch.manual_seed(seed)
-            for start in range(0, len(texts), prompts_per_batch):
-                batch = tokenizer(
-                    texts[start : start + prompts_per_batch],
-                    return_tensors="pt",
-                    padding=True,
-                    add_special_tokens=False,
-                ).to(model.device)
-                ids_BT = model.generate(
-                    **batch,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=num_samples,
-                    pad_token_id=tokenizer.pad_token_id,
-                    **(sampling or dict(do_sample=False)),
-                )
-                decoded = tokenizer.batch_decode(ids_BT[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-                out.extend(decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples))
-    finally:
-        tokenizer.padding_side = padding_side
-        model.config.use_cache = use_cache
-        model.train(was_training)
-    return out
+    start = time.time()
+    rows = [dict(r) for r in rows]
+    prompts = [with_system_prompt(r["prompt"], system_prompt) for r in rows]
+    samples = generator.generate(
+        prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, stop=stop
+    )
+    metrics, records = score_samples(rows, prompts, samples, reward, pass_reward, pass_threshold)
+    metrics["seconds"] = round(time.time() - start, 1)
+    return metrics, records
 
 
 def evaluate_rewards(
@@ -90,36 +129,19 @@ def evaluate_rewards(
     pass_reward: str | None = None,
     pass_threshold: float = 1.0,
 ) -> dict[str, float]:
-    """Score sampled completions of held-out rows.
+    """`evaluate` with transformers generation from a model in memory; returns the metrics only."""
+    from posttrain.generation.transformers_backend import TransformersGenerator
 
-    Args:
-        rows: a `datasets.Dataset` or a list of dicts, each with `prompt` (chat messages) and the columns the
-            rewards need (e.g. `answer`).
-        reward: a `rewards.CombinedReward` (from `build_reward`).
-        pass_reward: the reward that decides pass/fail (default: the first one).
-    Returns:
-        `reward/<name>` per reward and `reward/total` (means over scored samples; None-scored samples skipped),
-        `pass@1`, `pass@<num_samples>`, `num_prompts`, `num_samples`, `seconds`.
-    """
-    start = time.time()
-    rows = [dict(r) for r in rows]
-    prompts = [r["prompt"] for r in rows]
-    samples = generate_completions(
-        model, tokenizer, prompts, num_samples, temperature, max_new_tokens, batch_size, seed
+    generator = TransformersGenerator.from_model(model, tokenizer, batch_size)
+    metrics, _ = evaluate(
+        generator,
+        rows,
+        reward,
+        n=num_samples,
+        temperature=temperature,
+        max_tokens=max_new_tokens,
+        seed=seed,
+        pass_reward=pass_reward,
+        pass_threshold=pass_threshold,
     )
-    completions = [c for per_prompt in samples for c in per_prompt]
-    columns = {k: [r[k] for r in rows for _ in range(num_samples)] for k in rows[0] if k != "prompt"}
-    scores = reward.per_reward(completions, prompts=[p for p in prompts for _ in range(num_samples)], **columns)
-    reward.reset_metrics()
-    scores["total"] = reward.total(scores)
-    out: dict[str, float] = {}
-    for name, values in scores.items():
-        scored = [v for v in values if v is not None]
-        out[f"reward/{name}"] = round(sum(scored) / len(scored), 4) if scored else float("nan")
-    judge = scores[pass_reward or reward.names[0]]
-    passed = [v is not None and v >= pass_threshold for v in judge]
-    per_prompt = [sum(passed[i : i + num_samples]) for i in range(0, len(passed), num_samples)]
-    out["pass@1"] = round(sum(passed) / len(passed), 4)
-    out[f"pass@{num_samples}"] = round(sum(pass_at_k(num_samples, c, num_samples) for c in per_prompt) / len(rows), 4)
-    out.update(num_prompts=len(rows), num_samples=num_samples, seconds=round(time.time() - start, 1))
-    return out
+    return metrics

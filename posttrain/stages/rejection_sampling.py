@@ -1,0 +1,171 @@
+"""Stage `rejection_sampling`: DeepSeek-V3's distillation step, turning an expert's samples into SFT data.
+
+A source gives prompts; a generator (vLLM when importable, else transformers) draws `sampling.n` samples each;
+reward plugins score them; filters drop R1's pathologies (truncation, length, repetition, format, language mixing,
+overthinking) and the keep policy chooses what stays (see `data_gen.rejection`). Kept samples become chat rows of
+two types, `r1` (`<system prompt, problem, response>`) and `original` (`<problem, reference solution>`), written
+to Parquet shards as they complete (`data_gen.shards`); a killed run resumes at the first unfinished shard. With
+`llm_judge` as the verifier and `builtin:chat_prompts` as the source, the same stage makes the non-reasoning half
+of the SFT mix. The manifest holds acceptance per filter and per source, rows per type and tokens generated;
+`metrics.jsonl` has a row per shard.
+
+    posttrain run recipes/rejection_sampling.yaml stages.distill.sampling.n=16 stages.distill.keep=shortest_correct
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from data_gen.rejection import R1_SYSTEM_PROMPT, SAMPLE_TYPES, FilterConfig, KeepPolicy
+from data_gen.sources import SourceConfig, known_columns
+from posttrain.generation import GeneratorConfig, SamplingConfig
+from posttrain.stages.base import STAGES, MetricsLogger, StageContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RejectionSamplingConfig:
+    data: SourceConfig | list[SourceConfig] = field(
+        metadata={"help": "prompts: one source (string or mapping) or a list of them; rows need `prompt`"}
+    )
+    rewards: list[dict[str, Any]] = field(
+        metadata={"help": "verifiers {name, weight?, **settings}; the first decides correctness unless `verifier`"}
+    )
+    model: str = field(default="${model}", metadata={"help": "the expert that samples (default: the recipe's model)"})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"help": "n, temperature, top_p, ..."})
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig, metadata={"help": "backend and its options"})
+    filters: FilterConfig = field(default_factory=FilterConfig, metadata={"help": "R1 pathologies to drop"})
+    keep: KeepPolicy = field(
+        default="all_correct", metadata={"help": "all_correct, best (highest reward), shortest_correct, first_k"}
+    )
+    keep_k: int = field(default=1, metadata={"help": "samples kept per prompt by first_k"})
+    verifier: str | None = field(default=None, metadata={"help": "the reward that decides correctness"})
+    pass_threshold: float = field(default=1.0, metadata={"help": "a sample is correct when the verifier >= this"})
+    system_prompt: str | None = field(
+        default=R1_SYSTEM_PROMPT,
+        metadata={"help": "system turn for generation and r1 rows (asks for reflection and verification); null: none"},
+    )
+    sample_types: list[str] = field(
+        default_factory=lambda: list(SAMPLE_TYPES), metadata={"help": "rows to write per kept sample: r1, original"}
+    )
+    domain: str | None = field(default=None, metadata={"help": "the `domain` column (null: the task or category)"})
+    shard_size: int = field(default=64, metadata={"help": "prompts per output shard (the unit of resume)"})
+    seed: int = field(default=0, metadata={"help": "shard k samples with seed + k"})
+
+    def sources(self) -> list[SourceConfig]:
+        return self.data if isinstance(self.data, list) else [self.data]
+
+    def check(self) -> list[str]:
+        from posttrain.errors import did_you_mean, one_of
+        from rewards import check_reward_specs
+
+        problems = []
+        if not self.sources():
+            problems.append("data: give at least one source")
+        if self.keep_k <= 0:
+            problems.append(f"keep_k: must be positive, got {self.keep_k}")
+        if self.shard_size <= 0:
+            problems.append(f"shard_size: must be positive, got {self.shard_size}")
+        for t in self.sample_types:
+            if t not in SAMPLE_TYPES:
+                problems.append(
+                    f"sample_types: unknown type '{t}'{did_you_mean(t, SAMPLE_TYPES)}; use {one_of(SAMPLE_TYPES)}"
+                )
+        names = [r.get("name") if isinstance(r, dict) else r for r in self.rewards]
+        if not self.rewards:
+            problems.append("rewards: give at least one verifier, e.g. [{name: math}]")
+        elif self.verifier is not None and self.verifier not in names:
+            problems.append(
+                f"verifier: '{self.verifier}' is not one of the rewards {names}{did_you_mean(self.verifier, names)}"
+            )
+        columns = [known_columns(s.source) for s in self.sources()]
+        shared = set.intersection(*columns) if columns and all(c is not None for c in columns) else None
+        problems += check_reward_specs(self.rewards, shared, "")
+        return problems
+
+
+@STAGES.register("rejection_sampling")
+class RejectionSamplingStage:
+    config_class = RejectionSamplingConfig
+    outputs = {"dataset": "dataset", "rejected": "rejected", "metrics": "metrics.jsonl"}
+
+    def __init__(self, config: RejectionSamplingConfig, ctx: StageContext):
+        self.cfg, self.ctx = config, ctx
+
+    def run(self) -> dict[str, Any]:
+        from data_gen.rejection import summarize
+        from data_gen.shards import run_shards
+        from posttrain.generation import make_generator
+        from rewards import build_reward
+
+        cfg, ctx = self.cfg, self.ctx
+        rows = load_prompts(cfg.sources(), f"stage '{ctx.name}'")
+        reward = build_reward(cfg.rewards, f"stage '{ctx.name}'")
+        generator = make_generator(cfg.model, cfg.generator, seed=cfg.seed)
+        logger = MetricsLogger(ctx.path("metrics.jsonl"))
+
+        def log_shard(stats: dict[str, Any]) -> None:
+            c = stats["counts"]
+            logger.log(
+                stats["shard"],
+                acceptance=round(c.get("kept", 0) / max(1, c["num_samples"]), 4),
+                samples=c["num_samples"],
+                kept=c.get("kept", 0),
+                tokens=c["num_tokens"],
+                tokens_per_s=round(c["num_tokens"] / max(stats["seconds"], 1e-9), 1),
+                **{k: v for k, v in c.items() if k.startswith("rejected/")},
+            )
+
+        try:
+            counts = run_shards(
+                generator,
+                rows,
+                reward,
+                ctx.stage_dir,
+                shard_size=cfg.shard_size,
+                seed=cfg.seed,
+                show_progress=ctx.show_progress,
+                on_shard=log_shard,
+                sampling=cfg.sampling,
+                filters=cfg.filters,
+                keep=cfg.keep,
+                keep_k=cfg.keep_k,
+                verifier=cfg.verifier,
+                pass_threshold=cfg.pass_threshold,
+                system_prompt=cfg.system_prompt,
+                sample_types=cfg.sample_types,
+                domain=cfg.domain,
+                source=cfg.sources()[0].source,
+            )
+        finally:
+            generator.close()
+        metrics = summarize(counts)
+        metrics.update(
+            backend=generator.name, num_shards=counts["num_shards"], resumed_shards=counts["num_shards_resumed"]
+        )
+        if metrics["kept"] == 0:
+            log.warning("stage '%s': no sample passed; the dataset is empty (see rejected/ for why)", ctx.name)
+        return metrics
+
+
+def load_prompts(sources: list[SourceConfig], where: str) -> Any:
+    """Load the sources; several are joined as dicts with the union of their columns and an `origin` column (the
+    source string), which per-source counts use when a row has no task or category."""
+    from data_gen.sources import load_source
+    from posttrain.errors import DataError
+
+    parts = []
+    for i, src in enumerate(sources):
+        ds = load_source(src)
+        if "prompt" not in ds.column_names:
+            raise DataError(f"{where}: data[{i}] '{src.source}' has no 'prompt' column; found {ds.column_names}")
+        parts.append(ds)
+    if len(parts) == 1:
+        return parts[0]
+    keys = list(dict.fromkeys(k for ds in parts for k in ds.column_names))
+    return [
+        {**dict.fromkeys(keys), **row, "origin": src.source} for src, ds in zip(sources, parts) for row in ds.to_list()
+    ]
