@@ -83,6 +83,10 @@ class FilterConfig:
         ]
         if self.max_tokens is not None and self.max_tokens <= 0:
             problems.append(f"max_tokens: must be positive, got {self.max_tokens}")
+        if self.repetition_ngram < 1:
+            problems.append(f"repetition_ngram: must be at least 1, got {self.repetition_ngram}")
+        if not 0 <= self.max_foreign_share <= 1:
+            problems.append(f"max_foreign_share: a share in [0, 1] (0.05 = 5%), got {self.max_foreign_share}")
         if self.max_repetition is not None and not 0 <= self.max_repetition <= 1:
             problems.append(f"max_repetition: must be in [0, 1], got {self.max_repetition}")
         if self.overthinking_ratio is not None and self.overthinking_ratio < 1:
@@ -246,7 +250,8 @@ def judge_batch(
     """Score, filter and keep samples already generated for `prompts` (the rows' prompts as the model saw them)."""
     filters = filters or FilterConfig()
     flat = [(i, j, s) for i, per_prompt in enumerate(samples) for j, s in enumerate(per_prompt)]
-    columns = {k: [rows[i][k] for i, _, _ in flat] for k in rows[0] if k != "prompt"}
+    keys = dict.fromkeys(k for r in rows for k in r if k != "prompt")
+    columns = {k: [rows[i].get(k) for i, _, _ in flat] for k in keys}
     scores = reward.per_reward([s.text for _, _, s in flat], prompts=[prompts[i] for i, _, _ in flat], **columns)
     totals = reward.total(scores)
     judge = scores[verifier or reward.names[0]]
@@ -306,7 +311,7 @@ def _collect(out: Outcome, ctx: _RowContext, samples, verdicts, scores, totals, 
 def _provenance(ctx: _RowContext, j: int, sample: Sample | None, scores: dict, total: float | None) -> dict:
     return {
         "source": ctx.source,
-        "source_id": str(ctx.row.get("source_id") or f"{ctx.source}/{ctx.index}"),
+        "source_id": prompt_id(ctx.row, ctx.source, ctx.index),
         "domain": ctx.domain or ctx.source,
         "prompt_index": ctx.index,
         "sample_index": j,
@@ -315,6 +320,12 @@ def _provenance(ctx: _RowContext, j: int, sample: Sample | None, scores: dict, t
         "reward": total,
         "rewards": json.dumps(scores),
     }
+
+
+def prompt_id(row: dict[str, Any], source: str, index: int) -> str:
+    """A row's `source_id`, or `<source>/<global prompt index>` when it has none."""
+    sid = row.get("source_id")
+    return str(sid) if sid not in (None, "") else f"{source}/{index}"
 
 
 def _reference(row: dict[str, Any]) -> str | None:
@@ -344,7 +355,8 @@ def summarize(counts: Counter | dict[str, int]) -> dict[str, Any]:
         out[f"filter/{name}/rejected"] = rejected
         out[f"filter/{name}/pass_rate"] = round(1 - rejected / reached, 4) if reached else None
         reached -= rejected
-    sources = sorted({k.split("/")[1] for k in counts if k.startswith("source/")})
+    # A source label may contain '/' (a file source: 'jsonl:data/a.jsonl'); the counter name is the last part.
+    sources = sorted({k[len("source/") :].rsplit("/", 1)[0] for k in counts if k.startswith("source/")})
     for s in sources:
         samples, prompts = counts.get(f"source/{s}/samples", 0), counts.get(f"source/{s}/prompts", 0)
         out[f"source/{s}/acceptance"] = round(counts.get(f"source/{s}/kept", 0) / samples, 4) if samples else 0.0

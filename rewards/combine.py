@@ -246,6 +246,18 @@ class CombinedReward:
             f.reset_metrics()
 
 
+def reward_names(specs: Sequence[dict | str]) -> list[str]:
+    """The names `build_reward` gives its rewards (and their metrics and scores): a dotted path is named by its last
+    part, and a repeated name gets a suffix (`math`, `math_2`)."""
+    names, seen = [], {}
+    for spec in map(_entry, specs):
+        name = spec.get("name") if isinstance(spec, dict) else None
+        short = str(name).rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        seen[short] = seen.get(short, 0) + 1
+        names.append(short if seen[short] == 1 else f"{short}_{seen[short]}")
+    return names
+
+
 def build_reward(specs: Sequence[dict | str], where: str = "") -> CombinedReward:
     """Build one `CombinedReward` from recipe entries `{name, weight?, on_error?, **settings}`.
 
@@ -255,16 +267,13 @@ def build_reward(specs: Sequence[dict | str], where: str = "") -> CombinedReward
     problems = check_reward_specs(specs, None, where)
     if problems:
         raise ConfigError(problems)
-    funcs, weights, seen = [], [], {}
-    for spec in map(_entry, specs):
+    funcs, weights = [], []
+    for spec, unique in zip(map(_entry, specs), reward_names(specs)):
         name = spec["name"]
         obj = REWARDS.get(name)
         info = describe_reward(obj)
         params = {k: v for k, v in spec.items() if k not in RESERVED_KEYS}
         fn, call_params = (obj(**params), {}) if info.is_class else (obj, params)
-        short = name.rsplit(":", 1)[-1].rsplit(".", 1)[-1]  # a dotted path is logged by its last part
-        seen[short] = seen.get(short, 0) + 1
-        unique = short if seen[short] == 1 else f"{short}_{seen[short]}"
         funcs.append(BoundReward(unique, fn, call_params, info, spec.get("on_error", "raise")))
         weights.append(float(spec.get("weight", 1.0)))
     return CombinedReward(funcs, weights)

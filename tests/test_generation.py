@@ -51,6 +51,11 @@ def test_batching_does_not_change_greedy_results(tiny_path, one_thread):
     assert [[s.text for s in p] for p in a] == [[s.text for s in p] for p in b]
 
 
+def test_greedy_with_several_samples_repeats_the_one_answer(tiny_generator):
+    out = tiny_generator.generate(PROMPTS[:2], n=3, temperature=0, max_tokens=4)
+    assert all(len(set(per_prompt)) == 1 and len(per_prompt) == 3 for per_prompt in out)
+
+
 def test_greedy_matches_plain_generate(tiny_generator):
     import torch
 

@@ -135,11 +135,31 @@ def test_shards_commit_and_resume_without_regenerating(tmp_path):
     (tmp_path / "dataset" / "part-00001.parquet.tmp").write_text("half a file")
     again = ScriptedGenerator([[s("The answer is 3")]] * 2)
     second = run_shards(again, rows, reward, tmp_path, shard_size=2, **opts)
-    assert len(again.calls) == 1 and again.calls[0][1]["seed"] == 2  # only shard 2, with its own seed
+    assert len(again.calls) == 1 and again.calls[0][1]["seed"] == 4  # only shard 2: seed + 2 shards x 2 prompts x n=1
     assert second["num_shards_resumed"] == 2 and second["num_prompts"] == 5
     assert not list(tmp_path.glob("*/*.tmp"))
     ids = pq.read_table(tmp_path / "dataset").column("source_id").to_pylist()
     assert sorted(set(ids)) == [f"p{i}" for i in range(5)]
+
+
+def test_an_empty_shard_is_readable_and_a_commit_without_data_is_redone(tmp_path):
+    from data_gen.sources import load_source
+
+    # Every sample answers 3: right for shard 1's prompts (answer 3), wrong for shard 0's (answer 9).
+    rows = [{**ROWS[0], "answer": "9" if i < 2 else "3", "source_id": f"p{i}"} for i in range(4)]
+    opts = dict(sampling=SamplingConfig(n=1), filters=NO_FILTERS, show_progress=False)
+    gen = ScriptedGenerator([[s("The answer is 3")]] * 2)
+    run_shards(gen, rows, build_reward([{"name": "math"}]), tmp_path, shard_size=2, **opts)
+    assert len(load_source(f"parquet:{tmp_path / 'dataset'}")) == 4  # r1 + original of p2 and p3; shard 0 empty
+    (tmp_path / "dataset" / "part-00001.parquet").unlink()  # committed, then its data lost
+    again = ScriptedGenerator([[s("The answer is 3")]] * 2)
+    counts = run_shards(again, rows, build_reward([{"name": "math"}]), tmp_path, shard_size=2, **opts)
+    assert len(again.calls) == 1 and counts["num_prompts"] == 4 and counts["num_shards_resumed"] == 1
+
+
+def test_per_source_counts_with_a_slash_in_the_source():
+    counts = {"num_samples": 4, "kept": 1, "source/jsonl:data/a.jsonl/samples": 4, "source/jsonl:data/a.jsonl/kept": 1}
+    assert summarize(counts)["source/jsonl:data/a.jsonl/acceptance"] == 0.25
 
 
 RECIPE = """

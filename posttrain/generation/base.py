@@ -67,9 +67,12 @@ class Pending:
 
     def __init__(self, wait: Callable[[], list[list[Sample]]]):
         self._wait = wait
+        self._result: list[list[Sample]] | None = None
 
     def result(self) -> list[list[Sample]]:
-        return self._wait()
+        if self._result is None:
+            self._result = self._wait()
+        return self._result
 
 
 def start_generation(generator: Generator, prompts: Sequence[Messages], **sampling: Any) -> Pending:
@@ -143,6 +146,11 @@ class GeneratorConfig:
         problems = []
         if self.backend != "auto":
             problems.extend(f"backend: {p}" for p in _unknown_backend(self.backend))
+        if self.backend == "vllm" and not vllm_importable():
+            problems.append(
+                "backend: vllm is not installed; install it (`pip install -e .[cpu]` or `.[gpu]`) or use auto / "
+                "transformers"
+            )
         if self.batch_size <= 0:
             problems.append(f"batch_size: must be positive, got {self.batch_size}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:

@@ -58,6 +58,9 @@ class TransformersGenerator:
         import torch
 
         model, tok = self.model, self.tokenizer
+        if temperature == 0 and n > 1:  # greedy: every sample is the same, and HF refuses num_return_sequences > 1
+            once = self.generate(prompts, n=1, temperature=0, top_p=top_p, max_tokens=max_tokens, seed=seed, stop=stop)
+            return [per_prompt * n for per_prompt in once]
         ids = render_prompts(tok, prompts)
         per_batch = max(1, self.batch_size // n)
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else {}
@@ -67,7 +70,8 @@ class TransformersGenerator:
         model.config.use_cache = True
         out: list[list[Sample]] = []
         try:
-            with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            devices = [model.device] if model.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed)
                 for start in range(0, len(ids), per_batch):
                     batch = _left_pad(ids[start : start + per_batch], tok.pad_token_id, model.device)

@@ -77,8 +77,8 @@ class VllmGenerator:
             enforce_eager=(not self.on_gpu) if config.enforce_eager is None else config.enforce_eager,
             tensor_parallel_size=config.tensor_parallel_size,
             max_model_len=config.max_model_len,
-            **config.engine_args,
         )
+        engine_args.update(config.engine_args)  # the escape hatch wins over the fields above
         self.llm = LLM(**engine_args)
         self._finished: dict[str, Any] = {}
 
@@ -132,7 +132,10 @@ class VllmGenerator:
         sampling queued requests, so a caller that submits batch k + 1 before it scores batch k keeps it busy."""
         ids = render_prompts(self.tokenizer, prompts)
         if self.on_gpu:
-            params = [self.sampling_params(n, temperature, top_p, max_tokens, seed + i, stop) for i in range(len(ids))]
+            # vLLM seeds sample j of a request with its seed + j: space the requests n apart so none share a stream.
+            params = [
+                self.sampling_params(n, temperature, top_p, max_tokens, seed + i * n, stop) for i in range(len(ids))
+            ]
         else:
             params = self.sampling_params(n, temperature, top_p, max_tokens, None, stop)
         queued = self.llm.enqueue([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
@@ -151,7 +154,7 @@ class VllmGenerator:
 
 
 def to_sample(completion: Any) -> Sample:
-    """A vLLM `CompletionOutput` -> Sample. vLLM's finish reasons are 'stop', 'length' and 'abort'."""
-    return Sample(
-        completion.text, len(completion.token_ids), "length" if completion.finish_reason == "length" else "stop"
-    )
+    """A vLLM `CompletionOutput` -> Sample. vLLM's finish reasons are 'stop', 'length' and 'abort'; an aborted
+    sample did not finish, so it counts as cut off."""
+    finished = completion.finish_reason == "stop"
+    return Sample(completion.text, len(completion.token_ids), "stop" if finished else "length")

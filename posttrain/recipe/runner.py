@@ -189,8 +189,9 @@ class Runner:
         stage_dir = self.stage_dir(spec.name)
         if not is_main_process():
             wait_for(stage_dir / STATE, key, f"{stage_dir / STATE}")
-            ctx = StageContext(spec.name, self.recipe.name, stage_dir, show_progress=False)
-            spec.stage_class(spec.config, ctx).run()
+            if not getattr(spec.stage_class, "main_process_only", False):
+                ctx = StageContext(spec.name, self.recipe.name, stage_dir, show_progress=False)
+                spec.stage_class(spec.config, ctx).run()
             return wait_for(stage_dir / MANIFEST, key, f"{stage_dir / MANIFEST}")
         (stage_dir / MANIFEST).unlink(missing_ok=True)
         if not resume and stage_dir.exists():

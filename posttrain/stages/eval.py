@@ -41,7 +41,9 @@ class EvalConfig:
         from rewards import check_reward_specs
 
         problems = []
-        names = [r.get("name") if isinstance(r, dict) else r for r in self.rewards]
+        from rewards.combine import reward_names
+
+        names = reward_names(self.rewards)
         if not self.rewards:
             problems.append("rewards: give at least one, e.g. [{name: math}]")
         elif self.pass_reward is not None and self.pass_reward not in names:
@@ -55,6 +57,7 @@ class EvalConfig:
 class EvalStage:
     config_class = EvalConfig
     outputs = {"metrics": "metrics.jsonl", "samples": "samples.jsonl"}
+    main_process_only = True  # under a multi-process launch, rank 0 evaluates; the others wait for its manifest
 
     def __init__(self, config: EvalConfig, ctx: StageContext):
         self.cfg, self.ctx = config, ctx

@@ -53,7 +53,7 @@ class RejectionSamplingConfig:
     )
     domain: str | None = field(default=None, metadata={"help": "the `domain` column (null: the task or category)"})
     shard_size: int = field(default=64, metadata={"help": "prompts per output shard (the unit of resume)"})
-    seed: int = field(default=0, metadata={"help": "shard k samples with seed + k"})
+    seed: int = field(default=0, metadata={"help": "sampling seed (each shard and prompt derive their own from it)"})
 
     def sources(self) -> list[SourceConfig]:
         return self.data if isinstance(self.data, list) else [self.data]
@@ -74,7 +74,9 @@ class RejectionSamplingConfig:
                 problems.append(
                     f"sample_types: unknown type '{t}'{did_you_mean(t, SAMPLE_TYPES)}; use {one_of(SAMPLE_TYPES)}"
                 )
-        names = [r.get("name") if isinstance(r, dict) else r for r in self.rewards]
+        from rewards.combine import reward_names
+
+        names = reward_names(self.rewards)
         if not self.rewards:
             problems.append("rewards: give at least one verifier, e.g. [{name: math}]")
         elif self.verifier is not None and self.verifier not in names:
@@ -91,6 +93,7 @@ class RejectionSamplingConfig:
 class RejectionSamplingStage:
     config_class = RejectionSamplingConfig
     outputs = {"dataset": "dataset", "rejected": "rejected", "metrics": "metrics.jsonl"}
+    main_process_only = True  # under a multi-process launch, rank 0 generates; the others wait for its manifest
 
     def __init__(self, config: RejectionSamplingConfig, ctx: StageContext):
         self.cfg, self.ctx = config, ctx
