@@ -102,20 +102,9 @@ class VllmGenerator:
             n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, stop=list(stop) or None
         )
 
-    def generate(
-        self,
-        prompts: Sequence[Messages],
-        *,
-        n: int = 1,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_tokens: int = 256,
-        seed: int = 0,
-        stop: Sequence[str] = (),
-    ) -> list[list[Sample]]:
-        return self.submit(
-            prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, stop=stop
-        ).result()
+    def generate(self, prompts: Sequence[Messages], **sampling: Any) -> list[list[Sample]]:
+        """The protocol's `generate` (same keywords as `submit`): submit, then wait."""
+        return self.submit(prompts, **sampling).result()
 
     def submit(
         self,
