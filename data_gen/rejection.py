@@ -189,16 +189,9 @@ def rejection_sample(
     sampling: SamplingConfig,
     filters: FilterConfig | None = None,
     *,
-    keep: KeepPolicy = "all_correct",
-    keep_k: int = 1,
-    verifier: str | None = None,
-    pass_threshold: float = 1.0,
     system_prompt: str | None = R1_SYSTEM_PROMPT,
-    sample_types: Sequence[str] = SAMPLE_TYPES,
     seed: int = 0,
-    first_index: int = 0,
-    source: str = "data",
-    domain: str | None = None,
+    **judge_options: Any,
 ) -> Outcome:
     """Generate, score, filter and keep, for one batch of prompts.
 
@@ -206,29 +199,16 @@ def rejection_sample(
         generator: any `posttrain.generation.Generator`.
         rows: dicts with `prompt` (chat messages) and the columns the rewards need (e.g. `answer`); optional
             `source_id`, `task` / `category` (per-source counts) and a reference solution (for `original` rows).
-        reward: a `rewards.CombinedReward`; `verifier` names the reward that decides correctness (default: first).
+        reward: a `rewards.CombinedReward`.
         system_prompt: prepended to every prompt for generation and kept in the `r1` rows; null: none.
-        first_index: the global index of rows[0], recorded as `prompt_index`.
+        judge_options: `keep`, `keep_k`, `verifier`, `pass_threshold`, `sample_types`, `first_index`, `source`,
+            `domain` (see `judge_batch`).
     Returns:
         An `Outcome` with the SFT rows, the rejected samples and the counts.
     """
     prompts = [with_system_prompt(r["prompt"], system_prompt) for r in rows]
     samples = generator.generate(prompts, **sampling.kwargs(seed))
-    return judge_batch(
-        rows,
-        prompts,
-        samples,
-        reward,
-        filters,
-        keep=keep,
-        keep_k=keep_k,
-        verifier=verifier,
-        pass_threshold=pass_threshold,
-        sample_types=sample_types,
-        first_index=first_index,
-        source=source,
-        domain=domain,
-    )
+    return judge_batch(rows, prompts, samples, reward, filters, **judge_options)
 
 
 def judge_batch(
@@ -247,12 +227,15 @@ def judge_batch(
     source: str = "data",
     domain: str | None = None,
 ) -> Outcome:
-    """Score, filter and keep samples already generated for `prompts` (the rows' prompts as the model saw them)."""
+    """Score, filter and keep samples already generated for `prompts` (the rows' prompts as the model saw them).
+
+    `verifier` names the reward that decides correctness (default: the first); `first_index` is the global index of
+    rows[0], recorded as `prompt_index`; `source` labels per-source counts when a row has no task or category.
+    """
     filters = filters or FilterConfig()
-    flat = [(i, j, s) for i, per_prompt in enumerate(samples) for j, s in enumerate(per_prompt)]
-    keys = dict.fromkeys(k for r in rows for k in r if k != "prompt")
-    columns = {k: [rows[i].get(k) for i, _, _ in flat] for k in keys}
-    scores = reward.per_reward([s.text for _, _, s in flat], prompts=[prompts[i] for i, _, _ in flat], **columns)
+    from posttrain.evaluation import score_each
+
+    scores = score_each(rows, prompts, samples, reward)
     totals = reward.total(scores)
     judge = scores[verifier or reward.names[0]]
     counts: Counter = Counter(num_prompts=len(rows))

@@ -37,6 +37,20 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(sum(scored) / len(scored), 4) if scored else None
 
 
+def score_each(
+    rows: Sequence[dict[str, Any]],
+    prompts: Sequence[list[dict[str, str]]],
+    samples: Sequence[Sequence[Sample]],
+    reward: Any,
+) -> dict[str, list[float | None]]:
+    """Every reward's score of every sample, flattened row by row (row 0's samples, then row 1's, ...). Each sample
+    sees its row's columns (the union over rows; a row without a column gives None) and its prompt."""
+    flat = [(i, s) for i, per_row in enumerate(samples) for s in per_row]
+    keys = dict.fromkeys(k for r in rows for k in r if k != "prompt")
+    columns = {k: [rows[i].get(k) for i, _ in flat] for k in keys}
+    return reward.per_reward([s.text for _, s in flat], prompts=[prompts[i] for i, _ in flat], **columns)
+
+
 def score_samples(
     rows: Sequence[dict[str, Any]],
     prompts: Sequence[list[dict[str, str]]],
@@ -50,9 +64,7 @@ def score_samples(
 
     n = len(samples[0])
     flat = [(i, s) for i, per_row in enumerate(samples) for s in per_row]
-    keys = dict.fromkeys(k for r in rows for k in r if k != "prompt")
-    columns = {k: [rows[i].get(k) for i, _ in flat] for k in keys}
-    scores = reward.per_reward([s.text for _, s in flat], prompts=[prompts[i] for i, _ in flat], **columns)
+    scores = score_each(rows, prompts, samples, reward)
     reward.reset_metrics()
     scores["total"] = reward.total(scores)
     out: dict[str, float] = {f"reward/{name}": _mean(values) for name, values in scores.items()}

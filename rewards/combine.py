@@ -258,6 +258,14 @@ def reward_names(specs: Sequence[dict | str]) -> list[str]:
     return names
 
 
+def check_reward_choice(field: str, value: str | None, specs: Sequence[dict | str]) -> list[str]:
+    """A config field naming one of the configured rewards (`verifier`, `pass_reward`): the problem, if any."""
+    names = reward_names(specs)
+    if value is None or value in names:
+        return []
+    return [f"{field}: '{value}' is not one of the rewards {names}{did_you_mean(value, names)}"]
+
+
 def build_reward(specs: Sequence[dict | str], where: str = "") -> CombinedReward:
     """Build one `CombinedReward` from recipe entries `{name, weight?, on_error?, **settings}`.
 

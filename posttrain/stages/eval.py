@@ -37,19 +37,15 @@ class EvalConfig:
     seed: int = field(default=0, metadata={"help": "sampling seed"})
 
     def check(self) -> list[str]:
-        from posttrain.errors import did_you_mean
         from rewards import check_reward_specs
 
         problems = []
-        from rewards.combine import reward_names
+        from rewards.combine import check_reward_choice
 
-        names = reward_names(self.rewards)
         if not self.rewards:
             problems.append("rewards: give at least one, e.g. [{name: math}]")
-        elif self.pass_reward is not None and self.pass_reward not in names:
-            problems.append(
-                f"pass_reward: '{self.pass_reward}' is not one of the rewards {names}{did_you_mean(self.pass_reward, names)}"
-            )
+        else:
+            problems += check_reward_choice("pass_reward", self.pass_reward, self.rewards)
         return problems + check_reward_specs(self.rewards, known_columns(self.data.source), "")
 
 

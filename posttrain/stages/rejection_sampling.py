@@ -74,15 +74,12 @@ class RejectionSamplingConfig:
                 problems.append(
                     f"sample_types: unknown type '{t}'{did_you_mean(t, SAMPLE_TYPES)}; use {one_of(SAMPLE_TYPES)}"
                 )
-        from rewards.combine import reward_names
+        from rewards.combine import check_reward_choice
 
-        names = reward_names(self.rewards)
         if not self.rewards:
             problems.append("rewards: give at least one verifier, e.g. [{name: math}]")
-        elif self.verifier is not None and self.verifier not in names:
-            problems.append(
-                f"verifier: '{self.verifier}' is not one of the rewards {names}{did_you_mean(self.verifier, names)}"
-            )
+        else:
+            problems += check_reward_choice("verifier", self.verifier, self.rewards)
         columns = [known_columns(s.source) for s in self.sources()]
         shared = set.intersection(*columns) if columns and all(c is not None for c in columns) else None
         problems += check_reward_specs(self.rewards, shared, "")
