@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from posttrain.generation.base import Generator, Sample, SamplingConfig, with_system_prompt
+from rewards.base import Reward
+from rewards.scoring import per_row, score_each
 
 FILTERS = ("truncated", "too_long", "repetition", "format", "language", "incorrect", "overthinking", "not_selected")
 FORMAT_CHECKS = ("nonempty", "think", "boxed")
-KEEP_POLICIES = ("all_correct", "best", "shortest_correct", "first_k")
 SAMPLE_TYPES = ("r1", "original")
 KeepPolicy = Literal["all_correct", "best", "shortest_correct", "first_k"]
 R1_SYSTEM_PROMPT = (
@@ -185,7 +186,7 @@ def source_label(row: dict[str, Any], default: str) -> str:
 def rejection_sample(
     generator: Generator,
     rows: Sequence[dict[str, Any]],
-    reward: Any,
+    reward: Reward,
     sampling: SamplingConfig,
     filters: FilterConfig | None = None,
     *,
@@ -215,7 +216,7 @@ def judge_batch(
     rows: Sequence[dict[str, Any]],
     prompts: Sequence[list[dict[str, str]]],
     samples: Sequence[Sequence[Sample]],
-    reward: Any,
+    reward: Reward,
     filters: FilterConfig | None = None,
     *,
     keep: KeepPolicy = "all_correct",
@@ -233,23 +234,17 @@ def judge_batch(
     rows[0], recorded as `prompt_index`; `source` labels per-source counts when a row has no task or category.
     """
     filters = filters or FilterConfig()
-    from posttrain.evaluation import score_each
-
     scores = score_each(rows, prompts, samples, reward)
-    totals = reward.total(scores)
     judge = scores[verifier or reward.names[0]]
-    counts: Counter = Counter(num_prompts=len(rows))
-    out = Outcome([], [], counts)
-    at = 0
+    passed = per_row([v is not None and v >= pass_threshold for v in judge], samples)
+    totals = per_row(reward.total(scores), samples)
+    names = list(scores)
+    per_sample = per_row([dict(zip(names, values)) for values in zip(*scores.values())], samples)
+    out = Outcome([], [], Counter(num_prompts=len(rows)))
     for i, row in enumerate(rows):
-        k = len(samples[i])
-        span = range(at, at + k)
-        passed = [judge[t] is not None and judge[t] >= pass_threshold for t in span]
-        verdicts = judge_samples(samples[i], passed, [totals[t] for t in span], filters, keep, keep_k)
-        per_sample = [{name: scores[name][t] for name in scores} for t in span]
+        verdicts = judge_samples(samples[i], passed[i], totals[i], filters, keep, keep_k)
         ctx = _RowContext(row, first_index + i, prompts[i], source_label(row, source), domain)
-        _collect(out, ctx, samples[i], verdicts, per_sample, [totals[t] for t in span], sample_types)
-        at += k
+        _collect(out, ctx, samples[i], verdicts, per_sample[i], totals[i], sample_types)
     return out
 
 

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from data_gen.rejection import R1_SYSTEM_PROMPT, Outcome, judge_batch, prompt_id
 from posttrain.generation.base import SamplingConfig, start_generation, with_system_prompt
+from rewards.base import Reward
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 PROVENANCE = [
@@ -102,7 +103,7 @@ def write_shard(stage_dir: Path, k: int, outcome: Outcome, prompt_ids: list[str]
 def run_shards(
     generator: Any,
     rows: Sequence[dict[str, Any]] | Any,
-    reward: Any,
+    reward: Reward,
     stage_dir: Path,
     *,
     sampling: SamplingConfig,

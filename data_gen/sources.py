@@ -13,7 +13,9 @@ conversations. Supported sources:
                         written for this project; columns `category`, `topic`, and `answer` on QA rows)
     PATH                a bare path: a folder of Parquet shards, a .jsonl or a .parquet file
 
-A malformed row raises a `DataError` naming the file and line, unless `on_error: skip`, which counts it instead.
+`parse_source` is the one reading of a source string: which scheme, what it points at, whether its rows come from
+files (and which files: the runner hashes them into the cache key) or are generated. A malformed row raises a
+`DataError` naming the file and line, unless `on_error: skip`, which counts it instead.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from posttrain.config import NO_CONTEXT, CheckContext
 from posttrain.errors import DataError, did_you_mean, one_of
-from posttrain.recipe.loader import is_pending_output
 
 SCHEMES = ("jsonl", "parquet", "hf-disk", "reasoning_gym", "humaneval", "builtin")
+FILE_SCHEMES = ("jsonl", "parquet", "hf-disk", "path")  # rows read from files; the others are generated
 BUILTIN = ("chat_prompts",)
 HUMANEVAL_INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in a ```python code block.\n\n"
@@ -53,8 +56,8 @@ class SourceConfig:
     )
     args: dict[str, Any] = field(default_factory=dict, metadata={"help": "task arguments (reasoning_gym)"})
 
-    def check(self) -> list[str]:
-        problem = check_source(self.source)
+    def check(self, ctx: CheckContext = NO_CONTEXT) -> list[str]:
+        problem = check_source(self.source, ctx)
         problems = [f"source: {problem}"] if problem else []
         if self.size is not None and self.size <= 0:
             problems.append(f"size: must be positive, got {self.size}")
@@ -71,22 +74,43 @@ KNOWN_COLUMNS = {
 
 def known_columns(source: str) -> set[str] | None:
     """The columns a source gives, when known without reading it (None for files)."""
-    return KNOWN_COLUMNS.get(split_source(source)[0])
+    return KNOWN_COLUMNS.get(parse_source(source).scheme)
 
 
-def split_source(source: str) -> tuple[str, str]:
-    """'jsonl:a.jsonl' -> ('jsonl', 'a.jsonl'); a bare path -> ('path', path)."""
+@dataclass(frozen=True)
+class SourceRef:
+    """A source string, read: `scheme` is one of SCHEMES or 'path' (a bare path), `target` what follows it."""
+
+    scheme: str
+    target: str
+
+    @property
+    def is_file(self) -> bool:
+        """Whether the rows are read from files (streamed by the mix) rather than generated."""
+        return self.scheme in FILE_SCHEMES
+
+    def files(self) -> list[Path]:
+        """The files or folders this source reads, as they exist now (a glob expanded, a folder as itself)."""
+        if not self.is_file or not self.target:
+            return []
+        return [Path(p) for p in sorted(glob.glob(os.path.expanduser(self.target)))]
+
+
+def parse_source(source: str) -> SourceRef:
+    """'jsonl:a.jsonl' -> SourceRef('jsonl', 'a.jsonl'); 'humaneval' -> ('humaneval', ''); a bare path -> 'path'."""
     scheme, sep, rest = source.partition(":")
     if sep and scheme in SCHEMES:
-        return scheme, rest
+        return SourceRef(scheme, rest)
     if source == "humaneval":
-        return "humaneval", ""
-    return "path", source
+        return SourceRef("humaneval", "")
+    return SourceRef("path", source)
 
 
-def check_source(source: str) -> str | None:
-    """Cheap validation (no data read): returns a problem or None."""
-    scheme, rest = split_source(source)
+def check_source(source: str, ctx: CheckContext = NO_CONTEXT) -> str | None:
+    """Cheap validation (no data read): returns a problem or None. Paths that a stage of the recipe will write
+    (`ctx.pending_outputs`) are not checked for existence."""
+    ref = parse_source(source)
+    scheme, rest = ref.scheme, ref.target
     if scheme == "reasoning_gym":
         import reasoning_gym
 
@@ -100,7 +124,7 @@ def check_source(source: str) -> str | None:
                 f"unknown built-in source '{rest}'{did_you_mean(rest, BUILTIN)}; built-in sources: {one_of(BUILTIN)}"
             )
         return None
-    if scheme == "humaneval" or is_pending_output(rest):
+    if scheme == "humaneval" or ctx.is_pending(rest):
         return None
     if scheme == "path" and ":" in source.split("/")[0]:
         name = source.split(":")[0]
@@ -126,7 +150,8 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
     problem = check_source(cfg.source)
     if problem:
         raise DataError(f"source '{cfg.source}': {problem}")
-    scheme, rest = split_source(cfg.source)
+    ref = parse_source(cfg.source)
+    scheme, rest = ref.scheme, ref.target
     skipped = [0]
     if scheme == "reasoning_gym":
         rows = _reasoning_gym_rows(rest, cfg.size or 256, cfg.seed, cfg.args)

@@ -2,7 +2,7 @@
 
     posttrain validate recipes/*.yaml           every config error at once, no weights loaded
     posttrain plan recipes/sft.yaml             stages, outputs, and which are cached
-    posttrain run recipes/sft.yaml stages.expert.max_steps=20 [--from STAGE] [--force]
+    posttrain run recipes/sft.yaml stages.math_expert.max_steps=20 [--from STAGE] [--force]
     posttrain report runs/sft                   plots and a summary of every stage
     posttrain stages                            stage types and their config fields
     posttrain rewards list | score NAME --data F.jsonl
@@ -23,7 +23,10 @@ from posttrain.errors import ConfigError, UserError
 def _load(args: argparse.Namespace, path: str):
     from posttrain.recipe.loader import load_recipe
 
-    return load_recipe(path, getattr(args, "overrides", []) or [], run_dir=getattr(args, "run_dir", None))
+    recipe = load_recipe(path, getattr(args, "overrides", []) or [], run_dir=getattr(args, "run_dir", None))
+    for line in recipe.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    return recipe
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -112,7 +115,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from posttrain.recipe.schema import field_help
+    from posttrain.config import field_help
     from posttrain.stages.base import STAGES
 
     console = Console()

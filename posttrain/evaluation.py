@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from posttrain.generation.base import Generator, Sample, with_system_prompt
+from rewards.base import Reward
+from rewards.scoring import flat_rows, per_row, score_each
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -37,25 +39,11 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(sum(scored) / len(scored), 4) if scored else None
 
 
-def score_each(
-    rows: Sequence[dict[str, Any]],
-    prompts: Sequence[list[dict[str, str]]],
-    samples: Sequence[Sequence[Sample]],
-    reward: Any,
-) -> dict[str, list[float | None]]:
-    """Every reward's score of every sample, flattened row by row (row 0's samples, then row 1's, ...). Each sample
-    sees its row's columns (the union over rows; a row without a column gives None) and its prompt."""
-    flat = [(i, s) for i, per_row in enumerate(samples) for s in per_row]
-    keys = dict.fromkeys(k for r in rows for k in r if k != "prompt")
-    columns = {k: [rows[i].get(k) for i, _ in flat] for k in keys}
-    return reward.per_reward([s.text for _, s in flat], prompts=[prompts[i] for i, _ in flat], **columns)
-
-
 def score_samples(
     rows: Sequence[dict[str, Any]],
     prompts: Sequence[list[dict[str, str]]],
     samples: Sequence[Sequence[Sample]],
-    reward: Any,
+    reward: Reward,
     pass_reward: str | None = None,
     pass_threshold: float = 1.0,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -63,14 +51,14 @@ def score_samples(
     from rewards.repetition import repetition_ratio
 
     n = len(samples[0])
-    flat = [(i, s) for i, per_row in enumerate(samples) for s in per_row]
+    flat = flat_rows(samples)
     scores = score_each(rows, prompts, samples, reward)
     reward.reset_metrics()
     scores["total"] = reward.total(scores)
     out: dict[str, float] = {f"reward/{name}": _mean(values) for name, values in scores.items()}
     judge = scores[pass_reward or reward.names[0]]
     passed = [v is not None and v >= pass_threshold for v in judge]
-    per_prompt = [sum(passed[i : i + n]) for i in range(0, len(passed), n)]
+    per_prompt = [sum(row) for row in per_row(passed, samples)]
     out["pass@1"] = round(sum(passed) / len(passed), 4)
     out[f"pass@{n}"] = round(sum(pass_at_k(n, c, n) for c in per_prompt) / len(rows), 4)
     out["mean_tokens"] = round(statistics.fmean(s.num_tokens for _, s in flat), 2)
@@ -94,7 +82,7 @@ def score_samples(
 def evaluate(
     generator: Generator,
     rows: Sequence[dict[str, Any]] | Any,
-    reward: Any,
+    reward: Reward,
     *,
     n: int = 4,
     temperature: float = 0.7,
@@ -134,7 +122,7 @@ def evaluate_rewards(
     model: Any,
     tokenizer: Any,
     rows: Sequence[dict[str, Any]] | Any,
-    reward: Any,
+    reward: Reward,
     num_samples: int = 4,
     temperature: float = 0.7,
     max_new_tokens: int = 128,

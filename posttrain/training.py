@@ -1,6 +1,7 @@
 """Training helpers shared by the SFT and GRPO stages: chat tokenization with assistant-only loss masks, learning
-rate schedules (cosine and DeepSeek LLM's multi-step), wall-clock checkpointing, per-step metrics, and finding the
-last complete checkpoint to resume from.
+rate schedules (cosine and DeepSeek LLM's multi-step), the held-out split, wall-clock checkpointing, per-step
+metrics (TRL's logs, each reward's statistics, a few completions per GRPO step), finding the last complete
+checkpoint to resume from, and the checked pass-through of TRL settings a stage does not curate (`trl_args`).
 
 Assistant masks are computed by rendering the chat template on growing prefixes of the conversation: the text that
 an assistant turn adds after the generation prompt is its span. This works for any prefix-preserving template
@@ -17,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from posttrain.errors import DataError
-from posttrain.stages.base import MetricsLogger
+from posttrain.errors import DataError, did_you_mean
+from posttrain.files import MetricsLogger, truncate_jsonl
+from rewards.base import Reward, completion_text
 
 MULTISTEP_POINTS = ((0.8, 0.316), (0.9, 0.1))  # DeepSeek LLM: 31.6% of peak at 80% of training, 10% at 90%
 
@@ -117,12 +119,25 @@ def checkpoint_step(path: Path | None) -> int:
     return int(path.name.split("-")[1]) if path else 0
 
 
-def truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop logged rows past the checkpoint being resumed, so a resumed run does not log those steps twice."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= after_step]
-    path.write_text("".join(line + "\n" for line in keep))
+# TrainingArguments that `trainer_kwargs` sets from the stage's own fields (or from where it runs): never in trl_args.
+MANAGED_TRL_ARGS = (
+    "output_dir",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "logging_steps",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "seed",
+    "data_seed",
+    "bf16",
+    "gradient_checkpointing",
+    "use_cpu",
+    "report_to",
+    "disable_tqdm",
+    "dataloader_num_workers",
+    "max_steps",
+)
 
 
 def trainer_kwargs(cfg: Any, ctx: Any) -> dict[str, Any]:
@@ -148,11 +163,44 @@ def trainer_kwargs(cfg: Any, ctx: Any) -> dict[str, Any]:
     )
 
 
+def check_trl_args(trl_args: dict[str, Any], trl_config: str, curated: Any) -> list[str]:
+    """Problems with a stage's `trl_args` (settings passed straight to TRL's `trl_config` class, e.g. GRPOConfig):
+    every key must be a field of that class (did-you-mean otherwise), and not one the stage sets itself (a field of
+    the stage config `curated`, or one in MANAGED_TRL_ARGS). TRL is imported only when there is something to check."""
+    if not trl_args:
+        return []
+    import dataclasses
+
+    import trl
+
+    known = {f.name for f in dataclasses.fields(getattr(trl, trl_config))}
+    own = {f.name for f in dataclasses.fields(curated)}
+    problems = []
+    for key in trl_args:
+        if key not in known:
+            problems.append(f"trl_args.{key}: not a field of trl.{trl_config}{did_you_mean(key, known)}")
+        elif key in own:
+            problems.append(f"trl_args.{key}: set it as the stage's own field `{key}`, not in trl_args")
+        elif key in MANAGED_TRL_ARGS:
+            problems.append(f"trl_args.{key}: the stage sets it itself; remove it from trl_args")
+    return problems
+
+
+def held_out_split(train: Any, eval_size: int, seed: int, where: str) -> tuple[Any, Any]:
+    """(train, held-out) rows: `eval_size` rows drawn with `seed`; (train, None) when eval_size is 0."""
+    if eval_size == 0:
+        return train, None
+    if len(train) <= eval_size:
+        raise DataError(f"{where}: {len(train)} rows cannot spare eval_size={eval_size}; lower eval_size")
+    split = train.train_test_split(test_size=eval_size, seed=seed, shuffle=True)
+    return split["train"], split["test"]
+
+
 def resume_point(ctx: Any) -> tuple[Path | None, int]:
     """(last complete checkpoint or None, its step), with metrics.jsonl cut back to that step."""
     checkpoint = last_checkpoint(ctx.path("checkpoints"))
     step = checkpoint_step(checkpoint)
-    truncate_metrics(ctx.path("metrics.jsonl"), step)
+    truncate_jsonl(ctx.path("metrics.jsonl"), step)
     return checkpoint, step
 
 
@@ -181,13 +229,60 @@ def make_callbacks(metrics_path: Path, save_minutes: float | None):
     return [MetricsCallback(), WallClockCheckpoint()]
 
 
-def save_model_atomically(model: Any, tokenizer: Any, out: Path, dtype: Any = None) -> None:
+def save_model_atomically(model: Any, tokenizer: Any, out: Path) -> None:
     """save_pretrained into a temporary sibling, then rename: `out` is either complete or absent."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if dtype is not None:
-        model = model.to(dtype)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
+
+
+class CompletionLogger:
+    """Wraps each configured reward so that a few completions per step, with every reward's score, go to a JSONL
+    file. TRL calls the rewards in order on the same batch; the last one writes the rows."""
+
+    def __init__(self, path: Path, funcs: list[Any], num_to_log: int):
+        self.path, self.num_to_log = path, num_to_log
+        self.names = [f.__name__ for f in funcs]
+        self.scores: dict[str, list] = {}
+        self.funcs = [self._wrap(f) for f in funcs]
+
+    def _wrap(self, func: Any):
+        def logged(completions: list, **columns: Any) -> list[float | None]:
+            values = func(completions, **columns)
+            self.scores[func.__name__] = values
+            if func.__name__ == self.names[-1]:
+                self._write(completions, columns)
+            return values
+
+        logged.__name__ = func.__name__
+        return logged
+
+    def _write(self, completions: list, columns: dict[str, Any]) -> None:
+        state = columns.get("trainer_state")
+        if self.num_to_log <= 0 or (state is not None and not state.is_world_process_zero):
+            return
+        step = state.global_step + 1 if state is not None else None
+        prompts = columns.get("prompts") or [None] * len(completions)
+        with self.path.open("a", encoding="utf-8") as f:
+            for i in range(min(self.num_to_log, len(completions))):
+                prompt = prompts[i][-1]["content"] if isinstance(prompts[i], list) else prompts[i]
+                row = {"step": step, "prompt": prompt, "completion": completion_text(completions[i])}
+                row["rewards"] = {n: self.scores[n][i] for n in self.names}
+                if "answer" in columns:
+                    row["answer"] = columns["answer"][i]
+                f.write(json.dumps(row, default=str) + "\n")
+
+
+def reward_metrics_callback(reward: Reward):
+    """A Trainer callback adding each reward's mean / std / frac_none / seconds (since the last log) to the logs."""
+    from transformers import TrainerCallback
+
+    class RewardMetrics(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is not None and "loss" in logs:
+                logs.update({f"reward_stats/{k}": v for k, v in reward.metrics().items() if not math.isnan(v)})
+
+    return RewardMetrics()

@@ -12,42 +12,43 @@ The signature of a reward function is its declaration:
 
 A reward is found, in order, by a short name registered with `@reward("name")` in this package, by a name that a
 third-party package publishes in the entry-point group `posttrain.rewards`, or by a dotted path
-`my_pkg.my_mod:my_reward`. `build_reward(specs)` turns the YAML list into one `CombinedReward` that serves GRPO
-(as a single reward function, or as `funcs` + `weights` for TRL) and rejection sampling (`per_reward`). Besides its
-settings, every entry takes `weight` (default 1.0) and `on_error`: `raise` (default; the error names the reward and
-the row) or `skip` (that row scores None and is counted in the reward's `num_errors` metric).
+`my_pkg.my_mod:my_reward`. Each entry of a recipe's `rewards:` list is parsed into a typed `RewardEntry` whose
+fields are built from the reward's signature (`rewards.entries`), so the recipe schema checks its settings like any
+other field. `build_reward(entries)` turns the list into one `CombinedReward` that serves GRPO (as a single reward
+function, or as `funcs` + `weights` for TRL) and rejection sampling (`per_reward`). Besides its settings, every entry
+takes `weight` (default 1.0) and `on_error`: `raise` (default; the error names the reward and the row) or `skip`
+(that row scores None and is counted in the reward's `num_errors` metric). `rewards.scoring.score_each` scores
+generated samples row by row.
 """
 
-from posttrain.registry import Registry
-
-REWARDS: Registry = Registry(
-    "reward",
-    "posttrain.rewards",
-    modules=(
-        "rewards.math_reward",
-        "rewards.code_reward",
-        "rewards.think_format",
-        "rewards.length",
-        "rewards.repetition",
-        "rewards.language",
-        "rewards.reward_model",
-        "rewards.llm_judge",
-        "rewards.embedding_match",
-    ),
+from rewards.base import (
+    REWARDS,
+    Reward,
+    RewardError,
+    RewardFunction,
+    RewardInfo,
+    completion_text,
+    describe_reward,
+    reward,
 )
-
-from rewards.base import RewardError, RewardInfo, completion_text, describe_reward, reward  # noqa: E402
-from rewards.combine import BoundReward, CombinedReward, build_reward, check_reward_specs  # noqa: E402
+from rewards.combine import BoundReward, CombinedReward, build_reward
+from rewards.entries import RewardEntry, check_reward_choice, check_reward_columns, check_reward_specs, reward_names
 
 __all__ = [
     "REWARDS",
     "BoundReward",
     "CombinedReward",
+    "Reward",
+    "RewardEntry",
     "RewardError",
+    "RewardFunction",
     "RewardInfo",
     "build_reward",
+    "check_reward_choice",
+    "check_reward_columns",
     "check_reward_specs",
     "completion_text",
     "describe_reward",
     "reward",
+    "reward_names",
 ]

@@ -1,21 +1,39 @@
 """The reward contract: registration, what a reward declares, and the text helpers every reward shares.
 
-`@reward("name", kind=...)` registers a function in `REWARDS`. `describe_reward(obj)` reads a reward's declaration
-from its signature (see the package docstring): its settings with defaults and types, and the dataset columns it
-needs. That is all `posttrain validate` and `posttrain rewards list` use, so neither imports a model. A class can be
-a reward too: its `__init__` keyword arguments are the settings and its instances are called like a function.
+`REWARDS` is the registry; `@reward("name", kind=...)` registers a function in it. `describe_reward(obj)` reads a
+reward's declaration from its signature (see the package docstring): its settings with defaults and types, and the
+dataset columns it needs. That is all `posttrain validate` and `posttrain rewards list` use, so neither imports a
+model. A class can be a reward too: its `__init__` keyword arguments are the settings and its instances are called
+like a function. `RewardFunction` is the plugin contract as a Protocol; `Reward` is what scoring code (evaluation,
+rejection sampling, GRPO) needs of a configured set of rewards, which `rewards.combine.CombinedReward` provides.
 """
 
 from __future__ import annotations
 
 import inspect
-import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Protocol
 
 from posttrain.errors import UserError
+from posttrain.registry import Registry
+
+REWARDS: Registry = Registry(
+    "reward",
+    "posttrain.rewards",
+    modules=(
+        "rewards.math_reward",
+        "rewards.code_reward",
+        "rewards.think_format",
+        "rewards.length",
+        "rewards.repetition",
+        "rewards.language",
+        "rewards.reward_model",
+        "rewards.llm_judge",
+        "rewards.embedding_match",
+    ),
+)
 
 # Names TRL passes to every reward function besides the dataset columns; never "missing" from a dataset.
 TRAINER_PROVIDED = frozenset(
@@ -27,6 +45,31 @@ Columns = tuple[str, ...] | Callable[[dict[str, Any]], tuple[str, ...]]
 
 class RewardError(UserError):
     """A reward raised on a row, or returned something that is not one score per completion."""
+
+
+class RewardFunction(Protocol):
+    """A reward plugin, called as TRL calls its `reward_funcs`: one score per completion, None = not applicable."""
+
+    __name__: str
+
+    def __call__(self, completions: list, **columns: Any) -> list[float | None]: ...
+
+
+class Reward(Protocol):
+    """A configured set of weighted rewards, as scoring code uses it (`rewards.combine.CombinedReward`)."""
+
+    weights: list[float]
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def per_reward(self, completions: list, **columns: Any) -> dict[str, list[float | None]]: ...
+
+    def total(self, scores: dict[str, list[float | None]]) -> list[float | None]: ...
+
+    def metrics(self, reset: bool = True) -> dict[str, float]: ...
+
+    def reset_metrics(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +133,6 @@ def reward(
         validate: a function of the settings (defaults filled in) returning problems, one line each, for the checks
             a type hint cannot express (`timeout_s` must be > 0).
     """
-    from rewards import REWARDS
 
     def wrap(fn):
         fn.reward_kind = kind
@@ -143,40 +185,6 @@ def describe_reward(obj) -> RewardInfo:
         validate=getattr(obj, "validate_params", None),
         summary=doc.split("\n\n")[0].replace("\n", " "),
     )
-
-
-def check_value(value: Any, hint: Any) -> str | None:
-    """Return None when `value` fits the type hint, else what was expected ('a number', "one of 'a' or 'b'")."""
-    if hint is Any or hint is inspect.Parameter.empty:
-        return None
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        return None if value in allowed else "one of " + ", ".join(repr(a) for a in allowed)
-    if origin in (Union, types.UnionType):
-        expected = [check_value(value, arg) for arg in typing.get_args(hint)]
-        return None if any(e is None for e in expected) else " or ".join(e for e in expected if e)
-    if hint is type(None):
-        return None if value is None else "null"
-    if hint is bool:
-        return None if isinstance(value, bool) else "true or false"
-    if hint is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    if hint is float:
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
-    if hint is str:
-        return None if isinstance(value, str) else "a string"
-    if origin in (list, tuple, Sequence) or hint in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            return "a list"
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        if len(args) == 1:
-            bad = [check_value(v, args[0]) for v in value]
-            return next((f"a list of {b}" for b in bad if b), None)
-        return None
-    if origin is dict or hint is dict:
-        return None if isinstance(value, dict) else "a mapping"
-    return None
 
 
 def completion_text(completion: str | list[dict] | dict | None) -> str:

@@ -1,11 +1,10 @@
-"""Checking reward entries from a recipe and combining them into one weighted reward.
+"""Combining configured rewards into one weighted reward.
 
-`check_reward_specs` reports every problem in a `rewards:` list at once (unknown names with a did-you-mean, unknown
-or ill-typed settings, missing dataset columns) without loading any weights; `posttrain validate` calls it.
-`build_reward` turns the list into a `CombinedReward`: called directly it is one TRL reward function returning the
-weighted sum (`None` where every reward is `None`), `funcs` + `weights` are what TRL's `reward_funcs` and
-`reward_weights` take, and `per_reward` gives each reward's scores for rejection-sampling filters. Each reward keeps
-its own running metrics (mean, std, fraction `None`, seconds), read and reset by `metrics()`.
+`build_reward` turns a `rewards:` list (typed `RewardEntry` objects from a recipe, or plain mappings and names from a
+notebook) into a `CombinedReward`: called directly it is one TRL reward function returning the weighted sum (`None`
+where every reward is `None`), `funcs` + `weights` are what TRL's `reward_funcs` and `reward_weights` take, and
+`per_reward` gives each reward's scores for rejection-sampling filters. Each reward keeps its own running metrics
+(mean, std, fraction `None`, seconds), read and reset by `metrics()`. Entries are checked by `rewards.entries`.
 """
 
 from __future__ import annotations
@@ -15,91 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from posttrain.errors import ConfigError, did_you_mean, one_of
-from rewards import REWARDS
-from rewards.base import TRAINER_PROVIDED, RewardError, RewardInfo, check_value, describe_reward
-
-RESERVED_KEYS = ("name", "weight", "on_error")
-ON_ERROR = ("raise", "skip")
-
-
-def _entry(spec: Any) -> Any:
-    return {"name": spec} if isinstance(spec, str) else spec
-
-
-def check_reward_specs(specs: Sequence[dict | str], columns: set[str] | None = None, where: str = "") -> list[str]:
-    """Check reward entries from a recipe; return the problems, one line each, naming where they are.
-
-    Args:
-        specs: the YAML list, entries like `{name: code, timeout_s: 5, weight: 1.0}` (a bare name is allowed).
-        columns: the dataset's columns, to check each reward's required ones; None skips that check.
-        where: the location prefix, e.g. "recipes/x.yaml: stage 'rl'".
-    Returns:
-        A list of problems; empty when every entry is valid. Nothing is loaded but the reward's module.
-    """
-    prefix = f"{where}: " if where else ""
-    if not isinstance(specs, (list, tuple)):
-        return [f"{prefix}rewards: expected a list of entries like {{name: math, weight: 1.0}}, got {specs!r}"]
-    problems: list[str] = []
-    for i, spec in enumerate(specs):
-        at = f"{prefix}rewards[{i}]"
-        spec = _entry(spec)
-        if not isinstance(spec, dict):
-            problems.append(f"{at}: expected a mapping like {{name: math, weight: 1.0}}, got {spec!r}")
-            continue
-        name = spec.get("name")
-        if not isinstance(name, str) or not name:
-            problems.append(f"{at}.name: missing; every reward entry needs a name, e.g. {{name: math}}")
-            continue
-        try:
-            obj = REWARDS.get(name)
-        except ConfigError as e:
-            problems.extend(f"{at}.name: {p}" for p in e.problems)
-            continue
-        if not callable(obj):
-            problems.append(f"{at}.name: '{name}' resolves to {obj!r}, which is not callable")
-            continue
-        problems.extend(_check_entry(describe_reward(obj), spec, columns, at, name))
-    return problems
-
-
-def _check_entry(info: RewardInfo, spec: dict, columns: set[str] | None, at: str, name: str) -> list[str]:
-    problems = []
-    weight = spec.get("weight", 1.0)
-    if check_value(weight, float) or not math.isfinite(weight):
-        problems.append(f"{at}.weight: expected a finite number, got {weight!r}")
-    if spec.get("on_error", "raise") not in ON_ERROR:
-        problems.append(f"{at}.on_error: expected {one_of(ON_ERROR)}, got {spec['on_error']!r}")
-    params = {k: v for k, v in spec.items() if k not in RESERVED_KEYS}
-    for key, value in params.items():
-        if key not in info.params:
-            settings = one_of(info.params) if info.params else "none"
-            problems.append(
-                f"{at}.{key}: unknown setting of reward '{name}'{did_you_mean(key, info.params)}; its settings are "
-                f"{settings} (and {one_of(RESERVED_KEYS)} for every reward)"
-            )
-            continue
-        expected = check_value(value, info.params[key].annotation)
-        if expected:
-            problems.append(f"{at}.{key}: expected {expected}, got {value!r}")
-    for param in info.params.values():
-        if param.required and param.name not in params:
-            problems.append(f"{at}: reward '{name}' needs the setting '{param.name}' (add {param.name}: ... to it)")
-    if problems:
-        return problems
-    if info.validate is not None:
-        merged = {n: p.default for n, p in info.params.items() if not p.required} | params
-        problems.extend(f"{at}.{line}" for line in info.validate(merged))
-    if columns is not None:
-        available = set(columns) | TRAINER_PROVIDED
-        for needed in info.columns(params):
-            options = needed.split("|")
-            if not any(option in available for option in options):
-                wanted = " or ".join(f"'{o}'" for o in options)
-                problems.append(
-                    f"{at} ({name}): needs the dataset column {wanted}; the data has {one_of(columns) or 'none'}"
-                )
-    return problems
+from posttrain.errors import ConfigError
+from rewards.base import REWARDS, RewardError, RewardInfo, describe_reward
+from rewards.entries import RewardEntry, parse_entries, reward_names
 
 
 class BoundReward:
@@ -207,7 +124,7 @@ class CombinedReward:
     __name__ = "combined_reward"
 
     def __init__(self, funcs: list[BoundReward], weights: list[float]):
-        assert len(funcs) == len(weights)
+        assert len(funcs) == len(weights)  # built together by build_reward
         self.funcs = funcs
         self.weights = weights
 
@@ -246,42 +163,21 @@ class CombinedReward:
             f.reset_metrics()
 
 
-def reward_names(specs: Sequence[dict | str]) -> list[str]:
-    """The names `build_reward` gives its rewards (and their metrics and scores): a dotted path is named by its last
-    part, and a repeated name gets a suffix (`math`, `math_2`)."""
-    names, seen = [], {}
-    for spec in map(_entry, specs):
-        name = spec.get("name") if isinstance(spec, dict) else None
-        short = str(name).rsplit(":", 1)[-1].rsplit(".", 1)[-1]
-        seen[short] = seen.get(short, 0) + 1
-        names.append(short if seen[short] == 1 else f"{short}_{seen[short]}")
-    return names
-
-
-def check_reward_choice(field: str, value: str | None, specs: Sequence[dict | str]) -> list[str]:
-    """A config field naming one of the configured rewards (`verifier`, `pass_reward`): the problem, if any."""
-    names = reward_names(specs)
-    if value is None or value in names:
-        return []
-    return [f"{field}: '{value}' is not one of the rewards {names}{did_you_mean(value, names)}"]
-
-
-def build_reward(specs: Sequence[dict | str], where: str = "") -> CombinedReward:
-    """Build one `CombinedReward` from recipe entries `{name, weight?, on_error?, **settings}`.
+def build_reward(specs: Sequence[RewardEntry | dict | str], where: str = "") -> CombinedReward:
+    """Build one `CombinedReward` from entries `{name, weight?, on_error?, **settings}` (or parsed `RewardEntry`s).
 
     Raises:
-        ConfigError: with every problem `check_reward_specs` finds (columns are not checked here).
+        ConfigError: with every problem the entries have (columns are not checked here).
     """
-    problems = check_reward_specs(specs, None, where)
+    entries, problems = parse_entries(specs, where)
     if problems:
         raise ConfigError(problems)
     funcs, weights = [], []
-    for spec, unique in zip(map(_entry, specs), reward_names(specs)):
-        name = spec["name"]
-        obj = REWARDS.get(name)
+    for entry, unique in zip(entries, reward_names(entries)):
+        obj = REWARDS.get(entry.name)
         info = describe_reward(obj)
-        params = {k: v for k, v in spec.items() if k not in RESERVED_KEYS}
+        params = entry.settings()
         fn, call_params = (obj(**params), {}) if info.is_class else (obj, params)
-        funcs.append(BoundReward(unique, fn, call_params, info, spec.get("on_error", "raise")))
-        weights.append(float(spec.get("weight", 1.0)))
+        funcs.append(BoundReward(unique, fn, call_params, info, entry.on_error))
+        weights.append(float(entry.weight))
     return CombinedReward(funcs, weights)

@@ -90,5 +90,6 @@ def language_reward(
         ignore_code_and_math: leave out fenced and inline code and LaTeX math before counting.
     """
     scripts = target_scripts(language)
-    assert scripts is not None, "checked by _validate"
+    if scripts is None:  # `posttrain validate` says so first; a direct call gets the same message
+        raise ValueError(f"language: unknown language or script {language!r}; use e.g. en, zh, ru, or latin")
     return [0.0 - max_penalty * foreign_share(t, scripts, ignore_code_and_math) for t in completion_texts(completions)]

@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @dataclass
 class EchoConfig:
     value: int = field(default=0, metadata={"help": "written into every shard"})
-    input: str | None = field(default=None, metadata={"help": "an upstream output folder to read"})
+    input: str | None = field(default=None, metadata={"help": "an upstream output folder to read", "input": True})
     num_shards: int = field(default=3, metadata={"help": "shards to write"})
     fail_after: int | None = field(default=None, metadata={"help": "raise after writing this many shards"})
     model: str = field(default="${model}", metadata={"help": "model (only checked)"})

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
+from posttrain.config import parse
 from posttrain.errors import ConfigError
 from posttrain.generation import GeneratorConfig, Sample, SamplingConfig, choose_backend, make_generator
 from posttrain.generation.base import cut_at_stop, vllm_importable, with_system_prompt
-from posttrain.recipe.schema import parse
 
 PROMPTS = [
     [{"role": "user", "content": "What is 2 + 2?"}],

@@ -5,9 +5,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from test_grpo_stage import RECIPE
 
 
+@pytest.mark.slow
 def test_grpo_two_cpu_processes(write_recipe, tmp_path, tiny_path):
     runs = tmp_path / "runs"
     path = write_recipe(RECIPE.format(steps=2, save_steps=10, extra_rewards=""))

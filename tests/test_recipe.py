@@ -112,3 +112,45 @@ stages:
 """
     recipe = load_recipe(write_recipe(text), run_dir="/r")
     assert recipe.stage("b").config.data.source == "parquet:/r/recipe/a/data"
+
+
+GRPO_TRL = """
+stages:
+  - name: rl
+    type: grpo
+    data: {source: reasoning_gym:chain_sum, size: 8}
+    rewards: [math]
+    trl_args: {TRL}
+"""
+
+
+def test_trl_args_are_checked_against_trl_and_passed_through(write_recipe, tmp_path):
+    from posttrain.stages.base import StageContext
+
+    bad = GRPO_TRL.replace("{TRL}", "{top_k: 5, num_iteratons: 2, learning_rate: 1.0, output_dir: x}")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(write_recipe(bad))
+    text = "\n".join(e.value.problems)
+    assert "trl_args.num_iteratons: not a field of trl.GRPOConfig (did you mean 'num_iterations'?)" in text
+    assert "trl_args.learning_rate: set it as the stage's own field `learning_rate`" in text
+    assert "trl_args.output_dir: the stage sets it itself" in text
+    assert "top_k" not in text
+    spec = load_recipe(write_recipe(GRPO_TRL.replace("{TRL}", "{top_k: 5, num_iterations: 2}"))).stage("rl")
+    stage = spec.stage_class(spec.config, StageContext("rl", "r", tmp_path))
+    args = stage._trainer_args([1.0])
+    assert args.top_k == 5 and args.num_iterations == 2 and args.max_steps == spec.config.max_steps
+
+
+def test_settings_that_are_ignored_are_warned_about(write_recipe, capsys):
+    from posttrain.cli import main
+
+    text = GRPO_TRL.replace("    trl_args: {TRL}\n", "    vllm_gpu_memory_utilization: 0.5\n")
+    text += "  - {name: sft, type: sft, data: 'reasoning_gym:chain_sum', max_steps: 7, num_epochs: 1}\n"
+    path = write_recipe(text)
+    recipe = load_recipe(path)
+    assert recipe.warnings == [
+        f"{path}:7: stage 'rl': vllm_gpu_memory_utilization: ignored without use_vllm: true",
+        f"{path}:8: stage 'sft': max_steps: 7 is ignored because num_epochs (1.0) is set",
+    ]
+    assert main(["validate", path]) == 0
+    assert "warning: " + recipe.warnings[0] in capsys.readouterr().err

@@ -93,9 +93,9 @@ def test_spec_problems_are_all_reported_at_once():
     assert "r.yaml: rewards[0].timeout_s: expected a number, got 'fast'" in text
     assert "r.yaml: rewards[0].memroy_mb: unknown setting of reward 'code' (did you mean 'memory_mb'?)" in text
     assert "r.yaml: rewards[1].timeout_s: must be > 0 seconds, got -1" in text
-    assert "r.yaml: rewards[2].weight: expected a finite number, got 'heavy'" in text
-    assert "r.yaml: rewards[2].on_error: expected 'raise' or 'skip', got 'ignore'" in text
-    assert "r.yaml: rewards[3]: reward 'reward_model' needs the setting 'model'" in text
+    assert "r.yaml: rewards[2].weight: expected a number, got 'heavy'" in text
+    assert "r.yaml: rewards[2].on_error: 'ignore' is not allowed; use 'raise' or 'skip'" in text
+    assert "r.yaml: rewards[3].model: missing required setting of reward 'reward_model'" in text
     assert "r.yaml: rewards[4].name: missing" in text
     assert len(problems) == 7
     with pytest.raises(ConfigError) as e:
@@ -108,7 +108,7 @@ def test_literal_and_optional_settings_are_type_checked():
         [{"name": "code", "mode": "some"}, {"name": "think_format", "answer_tags": ["<a>"]}, {"name": "language",
          "language": "englsh"}]
     )  # fmt: skip
-    assert problems[0] == "rewards[0].mode: expected one of 'all_pass', 'fraction', got 'some'"
+    assert problems[0] == "rewards[0].mode: 'some' is not allowed; use 'all_pass' or 'fraction'"
     assert problems[1].startswith("rewards[1].answer_tags: must be two non-empty tags")
     assert problems[2].startswith("rewards[2].language: unknown language or script 'englsh'")
 

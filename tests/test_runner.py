@@ -2,6 +2,9 @@
 
 import json
 import os
+import shutil
+import time
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +41,9 @@ def test_manifest_written_last_with_hashes_and_versions(write_recipe, tmp_path):
     manifest = json.loads((tmp_path / "runs/two/b/manifest.json").read_text())
     assert manifest["type"] == "echo" and manifest["metrics"] == {"shards_written": 3}
     assert set(manifest["inputs"]) == {"stage:a"}
-    assert manifest["versions"]["torch"] and manifest["wall_time_s"] >= 0
+    started = time.mktime(time.strptime(manifest["started_at"], "%Y-%m-%dT%H:%M:%S"))
+    finished = time.mktime(time.strptime(manifest["finished_at"], "%Y-%m-%dT%H:%M:%S"))
+    assert manifest["versions"]["torch"] and 0 <= manifest["wall_time_s"] <= finished - started + 1
     assert manifest["outputs"]["dataset"].endswith("two/b/data")
     assert not (tmp_path / "runs/two/b/.state.json").exists()
 
@@ -127,3 +132,30 @@ def test_read_only_run_dir(write_recipe, tmp_path):
     ro.mkdir(mode=0o500)
     with pytest.raises(UserError, match="not writable"):
         Runner(load_recipe(write_recipe(TWO), run_dir=str(ro))).run(report=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["parquet:shards/*.parquet", "shards", "parquet:shards", "jsonl:rows", "rows", "hf-disk:saved"],
+)
+def test_every_spelling_of_a_source_is_hashed(write_recipe, tmp_path, monkeypatch, spelling):
+    import datasets
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    table = datasets.Dataset.from_list([{"prompt": "What is 1+1?", "answer": "2"}])
+    table.to_parquet("shards/part-0.parquet")
+    table.save_to_disk("saved")
+    Path("rows").write_text('{"prompt": "What is 1+1?", "answer": "2"}\n')  # a file without a suffix
+    text = f"stages:\n  - {{name: e, type: eval, data: '{spelling}', rewards: [math]}}\n"
+    recipe = load_recipe(write_recipe(text), run_dir=str(tmp_path / "runs"))
+    spec = recipe.stage("e")
+    before, inputs = Runner(recipe)._key(spec, {})
+    assert any(k.startswith("file:") for k in inputs), inputs
+    changed = datasets.Dataset.from_list([{"prompt": "What is 2+2?", "answer": "4"}])
+    changed.to_parquet("shards/part-0.parquet")
+    changed.save_to_disk("saved2")
+    shutil.rmtree("saved")
+    Path("saved2").rename("saved")
+    Path("rows").write_text('{"prompt": "What is 2+2?", "answer": "4"}\n')
+    assert Runner(recipe)._key(spec, {})[0] != before

@@ -1,7 +1,8 @@
 import json
 
 from data_gen.samples import arithmetic_steps, expert_sample, worked_response
-from posttrain.training import last_checkpoint, lr_lambda, tokenize_chat, truncate_metrics
+from posttrain.files import truncate_jsonl
+from posttrain.training import last_checkpoint, lr_lambda, tokenize_chat
 
 
 def test_arithmetic_steps_follow_precedence():
@@ -66,8 +67,8 @@ def test_last_checkpoint_ignores_cut_off_saves(tmp_path):
     assert not (tmp_path / "checkpoint-30").exists() and not (tmp_path / "checkpoint-25").exists()
 
 
-def test_truncate_metrics(tmp_path):
+def test_truncate_jsonl(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (0, 5, 10, 15)))
-    truncate_metrics(path, 10)
+    truncate_jsonl(path, 10)
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [0, 5, 10]

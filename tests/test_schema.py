@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from data_gen.sources import SourceConfig
-from posttrain.recipe.schema import parse, to_dict
+from posttrain.config import parse, to_dict
 
 
 @dataclass
@@ -54,3 +54,62 @@ def test_bool_is_not_an_int_and_check_runs():
     _, problems = parse(SourceConfig, {"source": "reasoning_gym:basic_arithmetc", "size": 0})
     assert any("did you mean 'basic_arithmetic'" in p for p in problems)
     assert any("size: must be positive" in p for p in problems)
+
+
+def test_nan_and_inf_are_refused_in_float_fields():
+    for value in (float("nan"), float("inf"), "-inf", "nan"):
+        _, problems = parse(Cfg, {"name": "x", "lr": value})
+        assert problems and "lr: expected a finite number" in problems[0], (value, problems)
+
+
+@dataclass
+class Shape:
+    kind: str
+
+    @classmethod
+    def __select__(cls, value):
+        return {"circle": Circle, "square": Square}.get(value.get("kind")) or [f"kind: unknown shape {value!r}"]
+
+
+@dataclass(kw_only=True)
+class Circle(Shape):
+    radius: float
+
+
+@dataclass(kw_only=True)
+class Square(Shape):
+    __field_kind__ = "setting of a square"
+    side: int = 1
+
+    def check(self):
+        return [f"side: must be positive, got {self.side}"] if self.side <= 0 else []
+
+
+@dataclass
+class Drawing:
+    shapes: list[Shape]
+
+
+def test_select_picks_the_class_that_parses_each_value():
+    cfg, problems = parse(Drawing, {"shapes": [{"kind": "circle", "radius": 2}, {"kind": "square"}]})
+    assert problems == [] and isinstance(cfg.shapes[0], Circle) and cfg.shapes[0].radius == 2.0
+    _, problems = parse(
+        Drawing,
+        {"shapes": [{"kind": "circle"}, {"kind": "square", "sied": 2}, {"kind": "square", "side": 0}, {"kind": "x"}]},
+    )
+    assert problems == [
+        "shapes.0.radius: missing required field",
+        "shapes.1.sied: unknown setting of a square (did you mean 'side'?); valid fields are 'kind' or 'side'",
+        "shapes.2.side: must be positive, got 0",
+        "shapes.3.kind: unknown shape {'kind': 'x'}",
+    ]
+
+
+def test_check_gets_the_context_when_it_asks_for_it():
+    from posttrain.config import CheckContext
+
+    pending = CheckContext(("/runs/r/distill/dataset",))
+    _, problems = parse(SourceConfig, "/runs/r/distill/dataset", ctx=pending)
+    assert problems == []
+    _, problems = parse(SourceConfig, "/runs/r/distill/dataset")
+    assert problems and "no file or folder matches" in problems[0]

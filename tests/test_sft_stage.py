@@ -51,6 +51,7 @@ def test_sft_trains_and_writes_a_loadable_model(write_recipe, tmp_path, tiny_pat
     assert len(changed) == len(list(base.parameters()))
 
 
+@pytest.mark.slow
 def test_kill_9_mid_training_then_resume(write_recipe, tmp_path, tiny_path):
     runs = tmp_path / "runs"
     path = write_recipe(RECIPE.format(model="tiny", steps=12))

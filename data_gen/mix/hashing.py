@@ -30,7 +30,6 @@ _WORD_LUT = np.array([c if chr(c).isalnum() else 32 for c in range(128)] + list(
 _WORD_LUT[65:91] += 32
 _IS_SPACE = np.zeros(256, bool)
 _IS_SPACE[[9, 10, 11, 12, 13, 32]] = True
-ROLE_CODES = {"system": 1, "user": 2, "assistant": 3}
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -81,14 +80,6 @@ def exact_hashes(roles: pa.Array, contents: pa.Array, conv_offsets: np.ndarray) 
     convs = pa.LargeListArray.from_arrays(pa.array(conv_offsets, pa.int64()), tagged)
     data, offsets = _string_buffers(pc.binary_join(convs, "\x1e"))
     return _bytes_hashes(data, offsets)
-
-
-def role_codes(roles: pa.Array) -> np.ndarray:
-    """uint64 code per message: 1-3 for system/user/assistant, a hash of the name for any other role."""
-    encoded = pc.dictionary_encode(pc.fill_null(roles, ""))
-    names = encoded.dictionary.to_pylist()
-    table = np.array([ROLE_CODES.get(r, 7 + xxhash.xxh32_intdigest(r.encode("utf-8"))) for r in names], np.uint64)
-    return table[encoded.indices.to_numpy()] if len(names) else np.zeros(0, np.uint64)
 
 
 def word_hashes(contents: pa.Array) -> tuple[np.ndarray, np.ndarray]:

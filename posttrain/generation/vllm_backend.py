@@ -51,6 +51,7 @@ def unsupported_reason(model_path: str) -> str | None:
 @GENERATORS.register("vllm")
 class VllmGenerator:
     name = "vllm"
+    unsupported_reason = staticmethod(unsupported_reason)  # what `choose_backend` asks before picking vLLM
 
     def __init__(self, model: str, config: GeneratorConfig | None = None, seed: int = 0):
         import torch

@@ -48,11 +48,6 @@ def _model_runner(llm: Any) -> Any:
     return worker.model_runner
 
 
-def vllm_model(llm: Any) -> torch.nn.Module:
-    """The `nn.Module` an in-process `vllm.LLM` runs."""
-    return _model_runner(llm).get_model()
-
-
 def _repack_dense_cpu_gemms(model: torch.nn.Module) -> int:
     """Re-run the CPU GEMM dispatch for layers that kept a dense weight next to a packed copy (vocab embeddings and
     the LM head). `reload_weights` leaves a tied `lm_head` with its start-up packing, because the head receives no

@@ -9,7 +9,6 @@ together as one `ConfigError`, each line naming the file and line, the stage and
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from posttrain.config import CheckContext, parse, to_dict
 from posttrain.errors import ConfigError, did_you_mean, one_of
-from posttrain.recipe.schema import parse, to_dict
 
 REF = re.compile(r"\$\{([^}]+)\}")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -31,14 +30,6 @@ TOP_LEVEL = {
     "seed": "default seed",
     "stages": "the list of stages",
 }
-
-# Output paths that stages of the recipe being loaded will produce: checks of paths skip them, since they do not
-# exist before the run.
-PENDING_OUTPUTS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("pending_outputs", default=())
-
-
-def is_pending_output(path: str) -> bool:
-    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in PENDING_OUTPUTS.get())
 
 
 @dataclass
@@ -63,6 +54,7 @@ class Recipe:
     seed: int
     stages: list[StageSpec] = field(default_factory=list)
     description: str = ""
+    warnings: list[str] = field(default_factory=list)  # settings that are set but ignored, one line each
 
     @property
     def root(self) -> Path:
@@ -308,28 +300,29 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
     order, cycle_problems = _order([raw for _, raw in heads], {k: v & set(classes) for k, v in deps.items()}, path)
     problems += cycle_problems
     by_name = {raw["name"]: (i, raw) for i, raw in heads}
-    specs = []
-    token = PENDING_OUTPUTS.set(tuple(p for outs in outputs.values() for p in outs.values()))
-    try:
-        for name in order if not cycle_problems else []:
-            i, raw = by_name[name]
-            cls = classes[name]
-            where = _where_factory(path, lines, ("stages", i), f"stage '{name}': ")
-            body = {k: v for k, v in raw.items() if k not in ("name", "type")}
-            for f in dataclasses.fields(cls.config_class):
-                if isinstance(f.default, str) and "${" in f.default and f.name not in body:
-                    body[f.name] = f.default
-            resolved = _resolve(body, top, outputs, problems, where(()))
-            config, stage_problems = parse(cls.config_class, resolved, where)
-            problems += stage_problems
-            model = getattr(config, "model", None)
-            if isinstance(model, str) and not is_pending_output(model) and not stage_problems:
-                problem = check_model_spec(model)
-                if problem:
-                    problems.append(f"{where(('model',))}model: {problem}")
-            specs.append(StageSpec(name, raw["type"], config, sorted(deps[name]), cls, lines.get(("stages", i))))
-    finally:
-        PENDING_OUTPUTS.reset(token)
+    specs, warnings = [], []
+    # Paths the recipe's stages will write: checks skip them, since they do not exist before the run.
+    ctx = CheckContext(tuple(p for outs in outputs.values() for p in outs.values()))
+    for name in order if not cycle_problems else []:
+        i, raw = by_name[name]
+        cls = classes[name]
+        where = _where_factory(path, lines, ("stages", i), f"stage '{name}': ")
+        body = {k: v for k, v in raw.items() if k not in ("name", "type")}
+        for f in dataclasses.fields(cls.config_class):
+            if isinstance(f.default, str) and "${" in f.default and f.name not in body:
+                body[f.name] = f.default
+        resolved = _resolve(body, top, outputs, problems, where(()))
+        config, stage_problems = parse(cls.config_class, resolved, where, ctx=ctx)
+        problems += stage_problems
+        model = getattr(config, "model", None)
+        if isinstance(model, str) and not ctx.is_pending(model) and not stage_problems:
+            problem = check_model_spec(model)
+            if problem:
+                problems.append(f"{where(('model',))}model: {problem}")
+        specs.append(StageSpec(name, raw["type"], config, sorted(deps[name]), cls, lines.get(("stages", i))))
+        ignored = getattr(config, "ignored", None)
+        if callable(ignored) and not stage_problems:
+            warnings += [f"{where((line.split(':')[0],))}{line}" for line in ignored()]
     if problems:
         raise ConfigError(problems)
     return Recipe(
@@ -340,4 +333,5 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
         seed=top["seed"],
         stages=specs,
         description=str(data.get("description", "")),
+        warnings=warnings,
     )

