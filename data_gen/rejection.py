@@ -17,7 +17,9 @@ The keep policy picks among the survivors: `all_correct`, `best` (highest weight
 `first_k` (the first `keep_k` by sample index). Each kept sample yields the R1-style SFT row `<system prompt,
 problem, response>` (sample type `r1`); a prompt with at least one kept sample and a reference solution also yields
 one `<problem, original response>` row (type `original`; `data_gen.samples.worked_response`). Rows carry
-provenance: source, source id, prompt and sample index, token count, finish reason and every reward's score.
+provenance: source, source id, prompt and sample index, token count, finish reason and every reward's score, and
+what the verifier read (`GOLD_COLUMNS`: the gold `answer`, the `tests` and `entry_point`, the task `metadata`), so
+every kept and rejected row can be re-verified from its own columns.
 
 `rejection_sample` handles one batch of prompts in memory and is what a notebook calls; `data_gen.shards` runs it
 shard by shard with resume.
@@ -286,8 +288,23 @@ def _collect(out: Outcome, ctx: _RowContext, samples, verdicts, scores, totals, 
         c["type/original"] += 1
 
 
+# What a verifier reads besides the completion: kept with every row, so a dataset can be re-verified from its own
+# columns after the fact (`posttrain rewards score math --data ...` on the rows).
+GOLD_COLUMNS = ("answer", "tests", "entry_point", "metadata", "task")
+
+
+def gold_columns(row: dict[str, Any]) -> dict[str, str | None]:
+    """The row's gold columns as strings (JSON for anything that is not one), None where it has none."""
+    out = {}
+    for name in GOLD_COLUMNS:
+        value = row.get(name)
+        out[name] = value if value is None or isinstance(value, str) else json.dumps(value, default=str)
+    return out
+
+
 def _provenance(ctx: _RowContext, j: int, sample: Sample | None, scores: dict, total: float | None) -> dict:
     return {
+        **gold_columns(ctx.row),
         "source": ctx.source,
         "source_id": prompt_id(ctx.row, ctx.source, ctx.index),
         "domain": ctx.domain or ctx.source,

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_gen.rejection import R1_SYSTEM_PROMPT, Outcome, judge_batch, prompt_id
+from data_gen.rejection import GOLD_COLUMNS, R1_SYSTEM_PROMPT, Outcome, judge_batch, prompt_id
 from posttrain.generation.base import SamplingConfig, start_generation, with_system_prompt
 from rewards.base import Reward
 
@@ -39,6 +39,7 @@ PROVENANCE = [
     ("finish_reason", pa.string()),
     ("reward", pa.float64()),
     ("rewards", pa.string()),
+    *[(name, pa.string()) for name in GOLD_COLUMNS],
 ]
 KEPT_SCHEMA = pa.schema([("messages", MESSAGES), ("sample_type", pa.string()), *PROVENANCE])
 REJECTED_SCHEMA = pa.schema([*PROVENANCE, ("filter", pa.string()), ("completion", pa.string())])

@@ -254,3 +254,22 @@ def test_empty_source_is_a_clear_error(write_recipe, tmp_path, tiny_path):
     recipe = RECIPE.format(size=3).replace('"reasoning_gym:chain_sum", size: 3, seed: 1', f'"jsonl:{empty}"')
     with pytest.raises(DataError, match="has no rows"):
         run_recipe(write_recipe(recipe), tmp_path / "runs")
+
+
+def test_every_written_row_can_be_re_verified_from_its_own_columns(tmp_path):
+    """Kept and rejected rows carry the gold their verifier read: scoring them again from the Parquet alone gives
+    the reward recorded beside them."""
+    rows = [{**ROWS[0], "metadata": {"terms": 2}}, ROWS[1]]
+    gen = ScriptedGenerator([[s("The answer is \\boxed{3}"), s("It is 5")], [s("4"), s("so \\boxed{5}")]])
+    reward = build_reward([{"name": "math"}])
+    run_shards(gen, rows, reward, tmp_path, shard_size=2, sampling=SamplingConfig(n=2), filters=NO_FILTERS)
+    kept = pq.read_table(tmp_path / "dataset").to_pylist()
+    rejected = pq.read_table(tmp_path / "rejected").to_pylist()
+    assert {r["answer"] for r in kept} == {"3", "4"} and json.loads(kept[0]["metadata"]) == {"terms": 2}
+    assert kept[0]["task"] == "chain_sum" and kept[0]["tests"] is None
+    r1 = [r for r in kept if r["sample_type"] == "r1"]
+    again = build_reward([{"name": "math"}])
+    assert again([r["messages"][-1]["content"] for r in r1], answer=[r["answer"] for r in r1]) == [
+        r["reward"] for r in r1
+    ]
+    assert again([r["completion"] for r in rejected], answer=[r["answer"] for r in rejected]) == [0.0, 0.0]
