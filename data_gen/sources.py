@@ -24,6 +24,7 @@ import glob
 import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,8 @@ class SourceConfig:
         problems = [f"source: {problem}"] if problem else []
         if self.size is not None and self.size <= 0:
             problems.append(f"size: must be positive, got {self.size}")
+        if not 0 <= self.seed < 2**32:
+            problems.append(f"seed: must be in [0, 2**32 - 1], got {self.seed}")
         return problems
 
 
@@ -185,38 +188,86 @@ def _file_dataset(scheme: str, path: str, on_error: str, skipped: list[int]):
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
         return _normalize_columns(ds, path)
     if scheme == "jsonl" or (scheme == "path" and path.endswith((".jsonl", ".jsonl.gz"))):
-        return datasets.Dataset.from_list(_read_jsonl(path, on_error, skipped))
+        return _from_rows(_read_jsonl(path, on_error, skipped), path)
     files = sorted(glob.glob(os.path.join(path, "*.parquet"))) if os.path.isdir(path) else sorted(glob.glob(path))
     if not files:
         raise DataError(f"no .parquet files in '{path}'; a dataset folder must hold Parquet shards")
-    ds = datasets.Dataset.from_parquet(files) if files[0].endswith(".parquet") else None
-    if ds is None:
+    if not files[0].endswith(".parquet") and scheme != "parquet":
         raise DataError(f"cannot tell the format of '{path}'; prefix it with jsonl:, parquet: or hf-disk:")
+    for file in files:
+        _check_parquet(file)
+    try:
+        ds = datasets.Dataset.from_parquet(files)
+    except (ValueError, TypeError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"'{path}': the Parquet files do not read as one table ({e}); give them one schema") from None
     return _normalize_columns(ds, path)
+
+
+def _check_parquet(file: str) -> None:
+    """A DataError naming the file when it is not a readable Parquet file (empty, garbage, cut short)."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(file)
+    except (OSError, ValueError) as e:
+        raise DataError(
+            f"{file}: not a readable Parquet file ({e}); rewrite it or remove it from the source"
+        ) from None
+
+
+def _from_rows(rows: list[dict[str, Any]], path: str):
+    """Rows -> a Dataset; a column whose values have different types in different rows names itself."""
+    import datasets
+
+    try:
+        return datasets.Dataset.from_list(rows)
+    except (ValueError, TypeError, OverflowError) as e:  # pyarrow.ArrowInvalid / ArrowTypeError
+        for key in dict.fromkeys(k for row in rows for k in row):
+            kinds = {type(row[key]).__name__ for row in rows if row.get(key) is not None}
+            if len(kinds) > 1:
+                raise DataError(
+                    f"{path}: column '{key}' holds values of different types ({', '.join(sorted(kinds))}) in "
+                    "different rows; give every row the same type (e.g. all strings)"
+                ) from None
+        raise DataError(
+            f"{path}: rows do not form one table ({e}); give every row the same columns and types"
+        ) from None
 
 
 def _read_jsonl(path: str, on_error: str, skipped: list[int]) -> list[dict[str, Any]]:
     rows = []
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-                rows.append(normalize_row(row))
-            except ValueError as e:
-                if on_error == "skip":
-                    skipped[0] += 1
+    lineno = 0
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
                     continue
-                raise DataError(f"{path}:{lineno}: {e}; fix the line or set on_error: skip on the source") from None
+                try:
+                    row = json.loads(raw.decode("utf-8"))
+                    if not isinstance(row, dict):
+                        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+                    rows.append(normalize_row(row))
+                except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                    if on_error == "skip":
+                        skipped[0] += 1
+                        continue
+                    what = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
+                    raise DataError(
+                        f"{path}:{lineno}: {what}; fix the line or set on_error: skip on the source"
+                    ) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(
+            f"{path}: the gzip stream is cut short or damaged after line {lineno} ({e}); recompress it"
+        ) from None
     return rows
 
 
 def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
     """Give a row a `prompt` of chat messages; raise ValueError if it has neither prompt nor messages."""
+    for name in ("prompt", "messages"):
+        if row.get(name) is not None and not isinstance(row[name], str):
+            _check_messages(row[name], name)
     prompt = row.get("prompt")
     if isinstance(prompt, str):
         row["prompt"] = [{"role": "user", "content": prompt}]
@@ -229,6 +280,17 @@ def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
     elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "content" in m for m in prompt)):
         raise ValueError("'prompt' must be a string or a list of {role, content} messages")
     return row
+
+
+def _check_messages(messages: Any, name: str) -> None:
+    """A ValueError naming the first message that is not a {role, content} pair of strings."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"'{name}' must be a non-empty list of {{role, content}} messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ValueError(f"'{name}'[{i}] is {type(m).__name__}, not a {{role, content}} message")
+        if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"'{name}'[{i}] needs a string 'role' and a string 'content'; got {sorted(m)}")
 
 
 def _normalize_columns(ds, path: str):

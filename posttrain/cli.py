@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from posttrain.errors import ConfigError, UserError
+from posttrain.errors import ConfigError, UserError, machine_error_line
 
 
 def _load(args: argparse.Namespace, path: str):
@@ -30,6 +30,13 @@ def _load(args: argparse.Namespace, path: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    # `validate RECIPE... key=value...`: argparse gives every word to `recipes`; a word with '=' that is not a file
+    # is an override, applied to every recipe as `run` would.
+    words = [*args.recipes, *args.overrides]
+    args.recipes = [w for w in words if "=" not in w or os.path.exists(w)]
+    args.overrides = [w for w in words if w not in args.recipes]
+    if not args.recipes:
+        raise UserError("validate: name at least one recipe file, e.g. posttrain validate recipes/sft.yaml")
     problems: list[str] = []
     for path in args.recipes:
         try:
@@ -98,6 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (args.num_processes > 1 or args.accelerate_config) and "LOCAL_RANK" not in os.environ:
         return _launch_with_accelerate(args)
     recipe = _load(args, args.recipe)
+    args.run_root = recipe.root  # named by a disk-full message
     Runner(recipe, show_progress=not args.no_progress).run(args.from_stage, args.force)
     print(f"all stages done; outputs in {recipe.root}")
     return 0
@@ -181,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume where it stopped", file=sys.stderr)
         return 130
+    except Exception as e:  # what the machine refused (full disk, unwritable folder) is a user error too
+        line = machine_error_line(e, getattr(args, "run_root", None))
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -7,8 +7,16 @@ posttrain itself stay ordinary exceptions (and `assert` for invariants), so they
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
+import os
+import shutil
 from collections.abc import Iterable
+from pathlib import Path
+
+# How a full disk shows through libraries that do not raise OSError (torch.save, safetensors).
+DISK_FULL_WORDS = ("No space left on device", "StorageFull", "file write failed")
 
 
 class UserError(Exception):
@@ -43,3 +51,33 @@ def one_of(choices: Iterable[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def machine_error_line(error: BaseException, where: str | os.PathLike | None = None) -> str | None:
+    """One line for what the machine refused, following the exception's causes: a full disk (naming the path and
+    the space left), or a folder that cannot be written (naming it). None for anything else, which is a bug and
+    keeps its traceback. `where` is the folder to name when the error itself names none."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    os_errors = [e for e in chain if isinstance(e, OSError) and e.errno is not None]
+    full = [e for e in os_errors if e.errno in (errno.ENOSPC, errno.EDQUOT)]
+    if full or any(word in str(e) for e in chain for word in DISK_FULL_WORDS):
+        path = str((full[0].filename if full else None) or where or "the run directory")
+        free = ""
+        with contextlib.suppress(OSError, StopIteration):
+            existing = next(p for p in (Path(path), *Path(path).parents) if p.exists())
+            free = f"; {shutil.disk_usage(existing).free / 2**20:.0f} MiB free there"
+        return (
+            f"no space left on the device while writing {path}{free}: free some space or pass --run-dir on a bigger "
+            "disk, then run the same command again (finished work is kept and the stage resumes)"
+        )
+    refused = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR)
+    denied = [e for e in os_errors if e.errno in refused]
+    if denied:
+        return (
+            f"cannot use {denied[0].filename or where or 'a file'} ({denied[0].strerror}): fix the path or its "
+            "permissions, or use another folder (--run-dir, --out, POSTTRAIN_CACHE)"
+        )
+    return None

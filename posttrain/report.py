@@ -6,23 +6,16 @@ Reads `<run>/<stage>/manifest.json` and `<run>/<stage>/metrics.jsonl` (one JSON 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from posttrain.errors import UserError
+from posttrain.files import read_json, read_jsonl
 
 PLOT_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "reward", "reward_std", "entropy", "kl")
 
 
 def _rows(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a kill
-    return rows
+    return read_jsonl(path)  # a line cut by a kill is skipped
 
 
 def plot_metrics(rows: list[dict], out: Path, title: str) -> bool:
@@ -66,8 +59,8 @@ def write_report(run: str | Path) -> Path:
     ]
     for stage_dir in stage_dirs:
         manifest_path = stage_dir / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-        if manifest is None:
+        manifest = read_json(manifest_path)
+        if not isinstance(manifest, dict) or "type" not in manifest:
             lines.append(f"| {stage_dir.name} | ? | unfinished | | |")
         else:
             metrics = {k: v for k, v in manifest.get("metrics", {}).items() if isinstance(v, (int, float))}

@@ -15,11 +15,12 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from posttrain.errors import DataError, did_you_mean
-from posttrain.files import MetricsLogger, truncate_jsonl
+from posttrain.files import MetricsLogger, read_jsonl, truncate_jsonl
 from rewards.base import Reward, completion_text
 
 MULTISTEP_POINTS = ((0.8, 0.316), (0.9, 0.1))  # DeepSeek LLM: 31.6% of peak at 80% of training, 10% at 90%
@@ -99,20 +100,64 @@ def build_optimizer(model: Any, lr: float, weight_decay: float, schedule: str, n
     return optimizer, scheduler
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (its header names byte ranges past the end), or None."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return "shorter than its header"
+        length = int.from_bytes(head, "little")
+        if length > size - 8:
+            return "header longer than the file"
+        header = json.loads(f.read(length))
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    return None if 8 + length + end == size else f"{size} bytes where its header needs {8 + length + end}"
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a `checkpoint-N` folder cannot be resumed from, or None: trainer_state.json (written last by the Trainer)
+    must parse, every .safetensors must be as long as its header says, and every torch file (optimizer, scheduler,
+    RNG state: zip archives) must pass its CRC check. Catches a save cut off by a kill or a full disk."""
+    import zipfile
+
+    files = [path / "trainer_state.json", *sorted(p for p in path.iterdir() if p.name != "trainer_state.json")]
+    for file in files:
+        try:
+            if file.name == "trainer_state.json":
+                json.loads(file.read_text())
+            elif file.suffix == ".safetensors" and (problem := _safetensors_problem(file)):
+                return f"{file.name}: {problem}"
+            elif file.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(file) as archive:
+                    if (bad := archive.testzip()) is not None:
+                        return f"{file.name}: member {bad} fails its CRC check"
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+            return f"{file.name}: {type(e).__name__}: {e}"
+    return None
+
+
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete `checkpoint-N` folder. The Trainer writes trainer_state.json last, so a folder without a
-    readable one was cut off mid-save: it is deleted, never trusted."""
+    """The newest `checkpoint-N` folder that can be resumed from. One that cannot (cut off mid-save, truncated
+    weights or optimizer state) is deleted with a warning, and the one before it is used."""
     if not checkpoints_dir.is_dir():
         return None
     found = []
     for path in checkpoints_dir.glob("checkpoint-*"):
         try:
-            step = int(path.name.split("-")[1])
-            json.loads((path / "trainer_state.json").read_text())
-            found.append((step, path))
-        except (ValueError, OSError, IndexError):
-            shutil.rmtree(path, ignore_errors=True)
-    return max(found)[1] if found else None
+            found.append((int(path.name.split("-")[1]), path))
+        except (ValueError, IndexError):
+            continue  # not a checkpoint of ours
+    for _, path in sorted(found, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        if not problem.startswith("trainer_state.json"):  # the save finished (its last file is whole), then broke
+            warnings.warn(
+                f"checkpoint {path} cannot be resumed from ({problem}); using the one before it", stacklevel=2
+            )
+        shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def checkpoint_step(path: Path | None) -> int:
@@ -194,6 +239,15 @@ def held_out_split(train: Any, eval_size: int, seed: int, where: str) -> tuple[A
         raise DataError(f"{where}: {len(train)} rows cannot spare eval_size={eval_size}; lower eval_size")
     split = train.train_test_split(test_size=eval_size, seed=seed, shuffle=True)
     return split["train"], split["test"]
+
+
+def whole_run_loss(metrics_path: Path, this_run_loss: float, resumed_from_step: int) -> float:
+    """The training loss of the whole run: the Trainer's own figure covers only the steps this process ran, so after
+    a resume it is the mean of the logged per-step losses instead (each logged row weighs the same)."""
+    if resumed_from_step == 0:
+        return this_run_loss
+    losses = [row["loss"] for row in read_jsonl(metrics_path) if isinstance(row.get("loss"), (int, float))]
+    return sum(losses) / len(losses) if losses else this_run_loss
 
 
 def resume_point(ctx: Any) -> tuple[Path | None, int]:

@@ -81,6 +81,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def assert_same_weights(a: Path, b: Path, atol: float) -> float:
+    """Two saved model folders hold the same weights within `atol` (max abs difference); returns that difference."""
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    worst = max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+    assert worst <= atol, f"weights differ by {worst} (tolerance {atol})"
+    return worst
+
+
 def kill_run_after(recipe: str, runs: Path, marker: Path, timeout_s: float = 240) -> bool:
     """Start `posttrain run RECIPE` in its own process group, wait until `marker` exists (or the timeout), then
     SIGKILL the whole group, as a crash or `kill -9` would. Returns whether `marker` appeared; a run that exits

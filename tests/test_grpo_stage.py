@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_run_after
+from conftest import assert_same_weights, kill_run_after
 
 from posttrain.cli import main
 from posttrain.generation.base import vllm_importable
@@ -121,6 +121,13 @@ def test_grpo_kill_9_then_resume(write_recipe, tmp_path, tiny_path):
     assert m["resumed"] is True and m["metrics"]["resumed_from_step"] >= 2 and m["metrics"]["steps"] == 6
     steps = [r["step"] for r in _rows(runs / "grpo_test/rl/metrics.jsonl") if "loss" in r]
     assert steps == list(range(1, 7))
+    # The same 6 steps without the kill: the same prompts at every step (data order) and the same weights within
+    # 1e-6 (optimizer, scheduler and RNG state are restored from the checkpoint).
+    again = tmp_path / "again"
+    assert main(["run", path, "--run-dir", str(again), "--no-progress"]) == 0
+    order = [[(r["step"], r["prompt"]) for r in _rows(d / "grpo_test/rl/completions.jsonl")] for d in (runs, again)]
+    assert order[0] == order[1] and len(order[0]) == 6 * 4
+    assert_same_weights(runs / "grpo_test/rl/model", again / "grpo_test/rl/model", atol=1e-6)
 
 
 def test_vllm_server_mode_on_cpu_falls_back_with_a_warning(caplog, tmp_path):

@@ -21,7 +21,9 @@ from posttrain.config import CheckContext, parse, to_dict
 from posttrain.errors import ConfigError, did_you_mean, one_of
 
 REF = re.compile(r"\$\{([^}]+)\}")
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# Names become folder names and `stages.NAME.x` references: no dots, slashes or '..', and short.
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+NAME_RULE = "use letters, digits, _ and - (no dots or slashes), at most 64 characters"
 TOP_LEVEL = {
     "name": "recipe name; runs go to <run_dir>/<name>/ (default: the file's stem)",
     "description": "free text",
@@ -84,23 +86,88 @@ def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dic
     return out
 
 
+# A recipe is a page of YAML: these bounds are far above any real one and far below what hurts. Aliases (&a / *a)
+# can make a tiny file stand for billions of values ("billion laughs"); every later walk would expand them.
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+MAX_SEED = 2**32 - 1  # numpy's seeds (datasets shuffling) stop here
+
+
+class _TooDeep(Exception):
+    def __init__(self, node: yaml.Node):
+        self.node = node
+
+
+def _check_nodes(node: yaml.Node, path: str) -> list[str]:
+    """Problems a YAML node graph has before anything walks it: too many values once aliases are expanded, nesting
+    too deep, and duplicate keys (the last one would silently win), each naming its lines."""
+    sizes: dict[int, int] = {}
+    problems: list[str] = []
+
+    def size(n: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _TooDeep(n)
+        if id(n) in sizes:  # an alias: the same node again; counted again, but computed once
+            return sizes[id(n)]
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in n.value:
+                line = key.start_mark.line + 1
+                if isinstance(key, yaml.ScalarNode) and key.value in seen and key.value != "<<":
+                    problems.append(
+                        f"{path}:{line}: key '{key.value}' appears twice in one mapping (lines {seen[key.value]} and "
+                        f"{line}); the second would silently replace the first: keep one"
+                    )
+                seen.setdefault(key.value, line) if isinstance(key, yaml.ScalarNode) else None
+                total += size(key, depth + 1) + size(value, depth + 1)
+        elif isinstance(n, yaml.SequenceNode):
+            total += sum(size(v, depth + 1) for v in n.value)
+        sizes[id(n)] = total
+        return total
+
+    try:
+        total = size(node, 0)
+    except _TooDeep as e:
+        return [f"{path}:{e.node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep; a recipe is flat"]
+    if total > MAX_VALUES:
+        return [
+            f"{path}: stands for {total:,} values once its YAML aliases (&name / *name) are expanded (the limit is "
+            f"{MAX_VALUES:,}); a recipe this size is almost surely an alias bomb: remove the nested aliases"
+        ]
+    return problems
+
+
 def read_yaml(path: str) -> tuple[dict, dict[tuple, int]]:
-    """Read a recipe file; raise ConfigError for a missing file or a syntax error (with line and column)."""
+    """Read a recipe file; raise ConfigError for a missing or unreadable file, text that is not UTF-8, a syntax
+    error (with line and column), duplicate keys, deep nesting or an alias bomb."""
     p = Path(path)
     if not p.is_file():
         hint = " (it is a folder)" if p.is_dir() else ""
         raise ConfigError(
             f"recipe file '{path}' not found{hint}; the shipped recipes are in recipes/, e.g. recipes/sft.yaml"
         )
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e}); check its permissions") from None
     try:
         node = yaml.compose(text)
+        problems = _check_nodes(node, path) if node is not None else []
+        if problems:
+            raise ConfigError(problems)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{where}: YAML syntax error: {problem}; fix the syntax at that line") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply for a recipe (more than {MAX_DEPTH} levels)") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: a recipe is a mapping with 'name', 'model' and 'stages'; got {type(data).__name__}"
@@ -117,7 +184,12 @@ def apply_overrides(data: dict, overrides: list[str], path: str) -> None:
             problems.append(f"override '{item}': write it as key=value, e.g. stages.sft.max_steps=20")
             continue
         parts = key.split(".")
-        value = yaml.safe_load(raw) if raw else ""
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or "not valid YAML"
+            problems.append(f"override '{item}': the value is not valid YAML ({problem}); quote it, e.g. {key}='...'")
+            continue
         target: Any = data
         if parts[0] == "stages" and len(parts) >= 3:
             stages = data.get("stages") or []
@@ -247,7 +319,8 @@ def _check_stage_heads(raw_stages: Any, path: str, lines: dict, problems: list[s
         name, kind = raw.get("name"), raw.get("type")
         ok = True
         if not isinstance(name, str) or not NAME_RE.match(name):
-            problems.append(f"{where(('name',))}name: missing or invalid ({name!r}); use letters, digits, _ . -")
+            shown = name if not isinstance(name, str) or len(name) <= 40 else name[:37] + "..."
+            problems.append(f"{where(('name',))}name: missing or invalid ({shown!r}); {NAME_RULE}")
             ok = False
         elif name in seen:
             problems.append(f"{where(('name',))}name: stage name '{name}' is used twice; names must be unique")
@@ -291,7 +364,9 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
         if not isinstance(top[key], kind) or (kind is int and isinstance(top[key], bool)):
             problems.append(f"{path}:{lines.get((key,), '?')}: {key}: expected {kind.__name__}, got {top[key]!r}")
     if isinstance(top["name"], str) and not NAME_RE.match(top["name"]):
-        problems.append(f"{path}: name: '{top['name']}' is not a valid recipe name; use letters, digits, _ . -")
+        problems.append(f"{path}: name: '{top['name'][:40]}' is not a valid recipe name; {NAME_RULE}")
+    if isinstance(top["seed"], int) and not 0 <= top["seed"] <= MAX_SEED:
+        problems.append(f"{path}:{lines.get(('seed',), '?')}: seed: must be in [0, {MAX_SEED}], got {top['seed']}")
     root = Path(str(top["run_dir"])) / str(top["name"])
     heads = _check_stage_heads(data.get("stages"), path, lines, problems)
     classes = {raw["name"]: STAGES.get(raw["type"]) for _, raw in heads}

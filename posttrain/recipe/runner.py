@@ -88,6 +88,67 @@ def input_paths(config: Any) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+# Outputs that are resume state, not results: deleting them to save space must not re-run a finished stage.
+NOT_FINGERPRINTED = ("checkpoints",)
+
+
+def output_fingerprint(paths: dict[str, Path]) -> dict[str, str]:
+    """Per output: a digest of every file under it (relative name, size, mtime), or 'missing'. Cheap enough for
+    every plan, and changed by anything that rewrites, truncates or deletes a file of a finished stage."""
+    out = {}
+    for name, path in paths.items():
+        if name in NOT_FINGERPRINTED:
+            continue
+        if not path.exists():
+            out[name] = "missing"
+            continue
+        h = hashlib.sha256()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            st = file.stat()
+            h.update(
+                f"{file.relative_to(path) if path.is_dir() else file.name}:{st.st_size}:{st.st_mtime_ns};".encode()
+            )
+        out[name] = h.hexdigest()[:16]
+    return out
+
+
+def read_manifest(path: Path) -> dict | None:
+    """A stage's manifest, or None when it is missing or not one (torn, hand-edited into `[1]`, no output_id): a
+    stage without a trustworthy manifest is unfinished."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("key", "output_id")):
+        return None
+    return data
+
+
+@contextlib.contextmanager
+def run_lock(root: Path):
+    """Hold `<root>/.lock` for the whole run: a second `posttrain run` of the same recipe and run directory exits
+    with a message naming the live one. The lock is the kernel's (flock): a killed run releases it at once."""
+    import fcntl
+
+    path = root / ".lock"
+    with path.open("a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(
+                f"{root} is in use by another `posttrain run` ({holder}); wait for it to finish or stop it, or pass "
+                "--run-dir to run this one elsewhere"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def is_main_process() -> bool:
     """Rank 0 under `accelerate launch`/torchrun (which set RANK), or a plain single process."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -98,7 +159,7 @@ def wait_for(path: Path, key: str, what: str, timeout_s: float = 3600) -> dict:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         data = read_json(path)
-        if data and data.get("key") == key:
+        if isinstance(data, dict) and data.get("key") == key:
             return data
         time.sleep(0.5)
     raise RuntimeError(f"rank {os.environ.get('RANK')} waited {timeout_s:.0f}s for the main process to write {what}")
@@ -147,12 +208,16 @@ class Runner:
         for i, spec in enumerate(self.recipe.stages):
             pending = [d for d in spec.deps if d in rerun]
             key = None if pending else self._key(spec, upstream_ids)[0]
-            manifest = read_json(self.stage_dir(spec.name) / MANIFEST)
+            manifest = read_manifest(self.stage_dir(spec.name) / MANIFEST)
             state = read_json(self.stage_dir(spec.name) / STATE)
+            state = state if isinstance(state, dict) else None
+            broken = self._outputs_changed(spec, manifest) if manifest and manifest.get("key") == key else None
             if force or i >= start:
                 status, reason = "run", "--force" if force else f"--from {from_stage}"
             elif pending:
                 status, reason = "run", f"upstream {', '.join(pending)} re-runs"
+            elif broken:
+                status, reason = "run", f"its outputs changed since it finished ({broken}), so they are not trusted"
             elif manifest and manifest.get("key") == key:
                 status, reason = "cached", f"finished {manifest.get('finished_at', '')}"
             elif state and state.get("key") == key:
@@ -167,6 +232,18 @@ class Runner:
                 rerun.add(spec.name)
             items.append(PlanItem(spec, status, reason, key))
         return items
+
+    def _outputs_changed(self, spec: StageSpec, manifest: dict) -> str | None:
+        """Which recorded outputs of a finished stage are missing or changed (None when all are as written)."""
+        recorded = manifest.get("output_files")
+        if not isinstance(recorded, dict):
+            return None  # a manifest from before outputs were recorded
+        now = output_fingerprint(self._outputs(spec))
+        changed = [name for name, digest in recorded.items() if now.get(name) != digest]
+        return ", ".join(f"{n} {'missing' if now.get(n) == 'missing' else 'changed'}" for n in changed) or None
+
+    def _outputs(self, spec: StageSpec) -> dict[str, Path]:
+        return {name: self.stage_dir(spec.name) / rel for name, rel in spec.stage_class.outputs.items()}
 
     def _prepare_dir(self, path: Path) -> None:
         try:
@@ -215,7 +292,8 @@ class Runner:
             ).hexdigest()[:16],
             "config": spec.config_dict(),
             "inputs": inputs,
-            "outputs": {name: str(stage_dir / rel) for name, rel in spec.stage_class.outputs.items()},
+            "outputs": {name: str(path) for name, path in self._outputs(spec).items()},
+            "output_files": output_fingerprint(self._outputs(spec)),
             "output_id": uuid.uuid4().hex[:16],
             "metrics": metrics,
             "versions": library_versions(),
@@ -231,12 +309,18 @@ class Runner:
     def run(self, from_stage: str | None = None, force: bool = False, report=print) -> list[dict]:
         """Run the plan. `report(line)` receives one line per stage event."""
         self._prepare_dir(self.recipe.root)
+        if not is_main_process():  # the main process holds the lock for every process of the launch
+            return self._run_plan(from_stage, force, report)
+        with run_lock(self.recipe.root):
+            return self._run_plan(from_stage, force, report)
+
+    def _run_plan(self, from_stage: str | None, force: bool, report) -> list[dict]:
         plan = self.plan(from_stage, force)
         manifests, upstream_ids = [], {}
         for item in plan:
             spec = item.stage
             if item.status == "cached":
-                manifest = read_json(self.stage_dir(spec.name) / MANIFEST)
+                manifest = read_manifest(self.stage_dir(spec.name) / MANIFEST)
                 report(f"[cached] {spec.name} ({spec.type}): {self.stage_dir(spec.name)}")
             else:
                 key, inputs = self._key(spec, upstream_ids)

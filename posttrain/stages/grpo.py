@@ -19,7 +19,6 @@ dtype so that small fp32 updates are not rounded away. Server mode needs CUDA an
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -133,6 +132,20 @@ class GrpoConfig:
             problems.append(f"learning_rate: must be positive, got {self.learning_rate}")
         if self.temperature <= 0:
             problems.append(f"temperature: must be positive for sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.epsilon <= 0:
+            problems.append(f"epsilon: the clipping range must be positive (0.2 is usual), got {self.epsilon}")
+        if self.beta < 0:
+            problems.append(f"beta: the KL coefficient must be >= 0 (0: no reference model), got {self.beta}")
+        if self.max_grad_norm <= 0:
+            problems.append(f"max_grad_norm: must be positive (1.0 is usual), got {self.max_grad_norm}")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.eval_temperature < 0:
+            problems.append(f"eval_temperature: must be >= 0 (0: greedy), got {self.eval_temperature}")
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             problems.append(f"epsilon_high: {self.epsilon_high} is below epsilon={self.epsilon}")
         if self.eval_size < 0:
@@ -212,12 +225,14 @@ class GrpoStage:
     def _evaluate(self, model: Any, tokenizer: Any, evals: Any, reward: Reward, cache: str) -> dict | None:
         """Held-out eval on the main process; kept in `cache` so a resumed run does not redo the one before."""
         from posttrain.evaluation import evaluate_rewards
+        from posttrain.files import atomic_write_json, read_json
 
         path = self.ctx.path(cache)
         if evals is None:
             return None
-        if path.is_file():
-            return json.loads(path.read_text())
+        cached = read_json(path)  # None when missing, or torn by a kill: then it is computed again
+        if isinstance(cached, dict):
+            return cached
         cfg = self.cfg
         result = evaluate_rewards(
             model,
@@ -231,7 +246,7 @@ class GrpoStage:
             seed=cfg.seed,
             pass_threshold=cfg.pass_threshold,
         )
-        path.write_text(json.dumps(result))
+        atomic_write_json(path, result)
         log.info("eval (%s): %s", cache, result)
         return result
 
@@ -297,6 +312,7 @@ class GrpoStage:
             resume_point,
             reward_metrics_callback,
             save_model_atomically,
+            whole_run_loss,
         )
         from rewards import build_reward
 
@@ -344,7 +360,7 @@ class GrpoStage:
             "steps": trainer.state.global_step,
             "train_rows": len(train),
             "eval_rows": len(evals) if evals is not None else 0,
-            "train_loss": round(result.training_loss, 5),
+            "train_loss": round(whole_run_loss(ctx.path("metrics.jsonl"), result.training_loss, step), 5),
             "resumed_from_step": step,
         }
         if not main_process:

@@ -72,6 +72,8 @@ class SftConfig:
             problems.append(f"learning_rate: must be positive, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if self.eval_size < 0:
             problems.append(f"eval_size: must be >= 0, got {self.eval_size}")
         if self.num_epochs is not None and self.num_epochs <= 0:
@@ -145,6 +147,7 @@ class SftStage:
             resume_point,
             save_model_atomically,
             trainer_kwargs,
+            whole_run_loss,
         )
 
         cfg, ctx = self.cfg, self.ctx
@@ -193,7 +196,7 @@ class SftStage:
             "train_rows": len(train),
             "eval_rows": len(evals) if evals is not None else 0,
             "rows_skipped": stats.get("num_skipped", 0),
-            "train_loss": round(result.training_loss, 5),
+            "train_loss": round(whole_run_loss(ctx.path("metrics.jsonl"), result.training_loss, step), 5),
             "eval_loss_start": _first_eval(ctx.path("metrics.jsonl"), eval_start),
             "eval_loss_end": eval_end,
             "resumed_from_step": step,
@@ -210,13 +213,8 @@ class SftStage:
 
 def _first_eval(metrics_path: Any, current: float | None) -> float | None:
     """The eval loss logged before training, also when this run resumed after it (read back from metrics.jsonl)."""
-    import json
+    from posttrain.files import read_jsonl
 
     if current is not None:
         return current
-    if metrics_path.is_file():
-        for line in metrics_path.read_text().splitlines():
-            row = json.loads(line)
-            if "eval_loss" in row:
-                return row["eval_loss"]
-    return None
+    return next((row["eval_loss"] for row in read_jsonl(metrics_path) if "eval_loss" in row), None)
