@@ -3,7 +3,9 @@
     posttrain validate recipes/*.yaml           every config error at once, no weights loaded
     posttrain plan recipes/sft.yaml             stages, outputs, and which are cached
     posttrain run recipes/sft.yaml stages.math_expert.max_steps=20 [--from STAGE] [--force]
-    posttrain report runs/sft                   plots and a summary of every stage
+    posttrain report runs/sft                   a web page and a summary of every stage
+    posttrain runs                              the runs under runs/, their stages and results
+    posttrain compare runs/a runs/b             the evals of two runs side by side
     posttrain stages                            stage types and their config fields
     posttrain rewards list | score NAME --data F.jsonl
 
@@ -119,6 +121,37 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from posttrain.runs import list_runs, run_summary
+
+    table = Table(title=f"runs in {args.run_dir}")
+    for col in ("run", "stages", "last finished", "evals"):
+        table.add_column(col, overflow="fold")
+    for run in list_runs(args.run_dir):
+        table.add_row(*run_summary(run))
+    Console().print(table)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from posttrain.runs import compare_runs, fmt, read_run
+
+    a, b = read_run(args.run_a), read_run(args.run_b)
+    table = Table(title=f"evals: {a.folder} vs {b.folder}")
+    for col in ("stage", "metric", a.folder.name, b.folder.name, "difference"):
+        table.add_column(col, overflow="fold")
+    for stage, metric, x, y, delta in compare_runs(a, b):
+        table.add_row(stage, metric, fmt(x), fmt(y), "" if delta is None else f"{delta:+.4g}")
+    Console().print(table)
+    return 0
+
+
 def cmd_stages(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -163,9 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
                 "--num-processes", type=int, default=1, help="run through `accelerate launch` with N processes"
             )
             p.add_argument("--accelerate-config", help="accelerate config file, e.g. recipes/accelerate/ddp.yaml")
-    p = sub.add_parser("report", help="plots and a summary from a run folder")
+    p = sub.add_parser("report", help="a web page (report/index.html) and a summary of a run folder")
     p.add_argument("run", help="a run folder, e.g. runs/sft")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("runs", help="the runs under a run directory, with their stages and eval results")
+    p.add_argument("--run-dir", default="runs", help="the run directory (default: runs)")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("compare", help="the evals of two runs side by side")
+    p.add_argument("run_a", help="a run folder, e.g. runs/grpo")
+    p.add_argument("run_b", help="another run folder")
+    p.set_defaults(func=cmd_compare)
     sub.add_parser("stages", help="stage types and their config fields").set_defaults(func=cmd_stages)
     try:
         from rewards.cli import add_subcommands

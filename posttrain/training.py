@@ -1,7 +1,9 @@
-"""Training helpers shared by the SFT and GRPO stages: chat tokenization with assistant-only loss masks, learning
-rate schedules (cosine and DeepSeek LLM's multi-step), the held-out split, wall-clock checkpointing, per-step
-metrics (TRL's logs, each reward's statistics, a few completions per GRPO step), finding the last complete
-checkpoint to resume from, and the checked pass-through of TRL settings a stage does not curate (`trl_args`).
+"""Training helpers shared by the training stages (SFT, GRPO, reward model, DPO): chat tokenization with
+assistant-only loss masks, learning rate schedules (cosine and DeepSeek LLM's multi-step), the held-out split,
+wall-clock checkpointing, per-step metrics (TRL's logs, each reward's statistics, a few completions per GRPO step),
+finding the last complete checkpoint to resume from, the checked pass-through of TRL settings a stage does not
+curate (`trl_args`), a LoRA wrapper, a reward-model loader (a causal LM checkpoint plus a one-output score head), and
+a JSON cache for evals run before training (so a resumed run does not redo them).
 
 Assistant masks are computed by rendering the chat template on growing prefixes of the conversation: the text that
 an assistant turn adds after the generation prompt is its span. This works for any prefix-preserving template
@@ -21,6 +23,7 @@ from typing import Any
 
 from posttrain.errors import DataError, did_you_mean
 from posttrain.files import MetricsLogger, read_jsonl, truncate_jsonl
+from posttrain.trackers import training_report_args
 from rewards.base import Reward, completion_text
 
 MULTISTEP_POINTS = ((0.8, 0.316), (0.9, 0.1))  # DeepSeek LLM: 31.6% of peak at 80% of training, 10% at 90%
@@ -202,9 +205,9 @@ def trainer_kwargs(cfg: Any, ctx: Any) -> dict[str, Any]:
         bf16=cfg.bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
-        report_to="none",
         disable_tqdm=not ctx.show_progress,
         dataloader_num_workers=0,
+        **training_report_args(ctx.report_to, ctx.recipe, ctx.name, ctx.stage_dir),
     )
 
 
@@ -340,3 +343,47 @@ def reward_metrics_callback(reward: Reward):
                 logs.update({f"reward_stats/{k}": v for k, v in reward.metrics().items() if not math.isnan(v)})
 
     return RewardMetrics()
+
+
+def wrap_lora(model: Any, rank: int, alpha: int, targets: list[str], task_type: str = "CAUSAL_LM") -> Any:
+    """A PEFT LoRA model of `model` (adapters of `rank` on `targets`; ["all-linear"] = every Linear but the head)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=targets[0] if targets == ["all-linear"] else targets,
+        task_type=task_type,
+    )
+    return get_peft_model(model, config)
+
+
+def load_reward_model(spec: str, seed: int) -> tuple[Any, Any]:
+    """(sequence classifier with one output, tokenizer) from a causal LM checkpoint or a classifier folder, in float32
+    on CPU. A causal LM gets a new score head, initialised from `seed` (so a rerun starts from the same head)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    from posttrain.model.loading import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(spec)
+    torch.manual_seed(seed)
+    dtype = torch.float32 if not torch.cuda.is_available() else "auto"
+    with suppress_seqcls_warning():  # the new score head and the dropped LM head are expected, not a problem
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_model(spec), num_labels=1, dtype=dtype)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def cached_json(path: Path, compute: Any) -> Any:
+    """`compute()`'s result, kept in `path`: a resumed run reads it back instead of recomputing (an eval before
+    training, whose model is gone once training has started)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    return result

@@ -19,6 +19,7 @@ import yaml
 
 from posttrain.config import CheckContext, parse, to_dict
 from posttrain.errors import ConfigError, did_you_mean, one_of
+from posttrain.trackers import check_report_to
 
 REF = re.compile(r"\$\{([^}]+)\}")
 # Names become folder names and `stages.NAME.x` references: no dots, slashes or '..', and short.
@@ -30,6 +31,7 @@ TOP_LEVEL = {
     "model": "default model of every stage: 'embedded', 'tiny', a local folder or a hub id",
     "run_dir": "where runs are written (default: runs)",
     "seed": "default seed",
+    "report_to": "experiment trackers for every stage: tensorboard, trackio, wandb, mlflow (a name or a list; none)",
     "stages": "the list of stages",
 }
 
@@ -56,6 +58,7 @@ class Recipe:
     seed: int
     stages: list[StageSpec] = field(default_factory=list)
     description: str = ""
+    report_to: list[str] = field(default_factory=list)  # trackers every stage logs to
     warnings: list[str] = field(default_factory=list)  # settings that are set but ignored, one line each
 
     @property
@@ -367,6 +370,13 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
         problems.append(f"{path}: name: '{top['name'][:40]}' is not a valid recipe name; {NAME_RULE}")
     if isinstance(top["seed"], int) and not 0 <= top["seed"] <= MAX_SEED:
         problems.append(f"{path}:{lines.get(('seed',), '?')}: seed: must be in [0, {MAX_SEED}], got {top['seed']}")
+    report_to = data.get("report_to") or []
+    report_to = [report_to] if isinstance(report_to, str) else report_to
+    if not isinstance(report_to, list) or not all(isinstance(r, str) for r in report_to):
+        problems.append(f"{path}:{lines.get(('report_to',), '?')}: report_to: a tracker name or a list of them")
+        report_to = []
+    report_to = [r for r in report_to if r != "none"]
+    problems += [f"{path}:{lines.get(('report_to',), '?')}: {p}" for p in check_report_to(report_to)]
     root = Path(str(top["run_dir"])) / str(top["name"])
     heads = _check_stage_heads(data.get("stages"), path, lines, problems)
     classes = {raw["name"]: STAGES.get(raw["type"]) for _, raw in heads}
@@ -409,4 +419,5 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
         stages=specs,
         description=str(data.get("description", "")),
         warnings=warnings,
+        report_to=report_to,
     )

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from posttrain.errors import UserError, did_you_mean, one_of
-from posttrain.files import atomic_write_json, read_json
+from posttrain.files import atomic_write_json, read_json, read_jsonl
 from posttrain.recipe.loader import Recipe, StageSpec
 from posttrain.stages.base import StageContext
+from posttrain.trackers import log_stage
 
 MANIFEST = "manifest.json"
 STATE = ".state.json"
@@ -268,7 +269,8 @@ class Runner:
         if not is_main_process():
             wait_for(stage_dir / STATE, key, f"{stage_dir / STATE}")
             if not getattr(spec.stage_class, "main_process_only", False):
-                ctx = StageContext(spec.name, self.recipe.name, stage_dir, show_progress=False)
+                report_to = tuple(self.recipe.report_to)
+                ctx = StageContext(spec.name, self.recipe.name, stage_dir, show_progress=False, report_to=report_to)
                 spec.stage_class(spec.config, ctx).run()
             return wait_for(stage_dir / MANIFEST, key, f"{stage_dir / MANIFEST}")
         (stage_dir / MANIFEST).unlink(missing_ok=True)
@@ -280,7 +282,7 @@ class Runner:
         atomic_write_json(
             stage_dir / STATE, {"key": key, "started_at": state.get("started_at", started), "pid": os.getpid()}
         )
-        ctx = StageContext(spec.name, self.recipe.name, stage_dir, self.show_progress)
+        ctx = StageContext(spec.name, self.recipe.name, stage_dir, self.show_progress, tuple(self.recipe.report_to))
         stage = spec.stage_class(spec.config, ctx)
         metrics = stage.run() or {}
         manifest = {
@@ -304,6 +306,9 @@ class Runner:
         }
         atomic_write_json(stage_dir / MANIFEST, manifest)
         (stage_dir / STATE).unlink(missing_ok=True)
+        trained = "checkpoints" in spec.stage_class.outputs  # TRL logged its steps to the trackers live
+        rows = read_jsonl(stage_dir / "metrics.jsonl")
+        log_stage(self.recipe.report_to, self.recipe.name, spec.name, stage_dir, rows, metrics, trained)
         return manifest
 
     def run(self, from_stage: str | None = None, force: bool = False, report=print) -> list[dict]:

@@ -33,6 +33,7 @@ class StageContext:
     recipe: str
     stage_dir: Path
     show_progress: bool = True
+    report_to: tuple[str, ...] = ()  # the recipe's trackers (training stages hand them to TRL)
 
     def path(self, output: str) -> Path:
         return self.stage_dir / output
