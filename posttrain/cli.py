@@ -106,10 +106,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if (args.num_processes > 1 or args.accelerate_config) and "LOCAL_RANK" not in os.environ:
         return _launch_with_accelerate(args)
+    from posttrain import progress
+    from posttrain.recipe.console import closing_table
+
     recipe = _load(args, args.recipe)
     args.run_root = recipe.root  # named by a disk-full message
-    Runner(recipe, show_progress=not args.no_progress).run(args.from_stage, args.force)
-    print(f"all stages done; outputs in {recipe.root}")
+    runner = Runner(recipe, show_progress=not args.no_progress, verbose=args.verbose)
+    runner.run(args.from_stage, args.force, report=progress.say)
+    if int(os.environ.get("RANK", "0")) == 0:
+        progress.say("\n" + closing_table(runner.summary))
+        progress.say(f"\nall stages done; outputs in {recipe.root}; `posttrain report {recipe.root}` for the web page")
     return 0
 
 
@@ -192,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="re-run every stage, ignoring the cache")
         if name == "run":
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
+            p.add_argument(
+                "-v", "--verbose", action="store_true", help="library output on the terminal too (it is in log.txt)"
+            )
             p.add_argument(
                 "--num-processes", type=int, default=1, help="run through `accelerate launch` with N processes"
             )

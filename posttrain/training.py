@@ -205,7 +205,7 @@ def trainer_kwargs(cfg: Any, ctx: Any) -> dict[str, Any]:
         bf16=cfg.bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=not ctx.show_progress,
+        disable_tqdm=True,  # our console shows the progress (make_callbacks); TRL's bar would go to log.txt
         dataloader_num_workers=0,
         **training_report_args(ctx.report_to, ctx.recipe, ctx.name, ctx.stage_dir),
     )
@@ -261,9 +261,49 @@ def resume_point(ctx: Any) -> tuple[Path | None, int]:
     return checkpoint, step
 
 
-def make_callbacks(metrics_path: Path, save_minutes: float | None):
-    """Trainer callbacks: every log row to metrics.jsonl; a checkpoint whenever `save_minutes` have passed."""
+def _number(value: Any) -> float | None:
+    try:
+        return None if isinstance(value, bool) or value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# The few numbers a training stage's progress display shows, when the trainer logs them.
+PROGRESS_KEYS = ("loss", "reward", "eval_loss", "rewards/accuracies", "rewards/margins", "grad_norm")
+
+
+def make_callbacks(metrics_path: Path, save_minutes: float | None, show_progress: bool = True):
+    """Trainer callbacks: every log row to metrics.jsonl; a checkpoint whenever `save_minutes` have passed; the
+    stage's progress on the console (steps, the last logged loss / reward, ETA)."""
     from transformers import TrainerCallback
+
+    from posttrain.progress import progress_bar
+
+    class ConsoleProgress(TrainerCallback):
+        bar = None  # made when training begins (an eval may log before that)
+        shown: dict[str, float] = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = progress_bar(state.max_steps, unit="steps", disable=not show_progress)
+                self.bar.update(state.global_step)  # a resumed run starts where it stopped
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs:
+                # Transformers' PrinterCallback may have turned the values into strings before we see them.
+                new = {k: _number(logs[k]) for k in PROGRESS_KEYS if _number(logs.get(k)) is not None}
+                if new:  # the closing summary log has none of these: keep the last step's numbers
+                    self.shown = {k: round(v, 4) for k, v in list(new.items())[:4]}
+                    self.bar.set_postfix(self.shown)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
 
     class MetricsCallback(TrainerCallback):
         def __init__(self):
@@ -283,7 +323,7 @@ def make_callbacks(metrics_path: Path, save_minutes: float | None):
             if control.should_save:
                 self.last = time.time()
 
-    return [MetricsCallback(), WallClockCheckpoint()]
+    return [MetricsCallback(), WallClockCheckpoint(), ConsoleProgress()]
 
 
 def save_model_atomically(model: Any, tokenizer: Any, out: Path) -> None:

@@ -67,10 +67,17 @@ def test_plan_and_run_and_report(capsys, write_recipe, tmp_path):
     path = write_recipe(GOOD)
     runs = str(tmp_path / "runs")
     assert run_cli(capsys, "plan", path, "--run-dir", runs)[1].count("not run yet") == 1
-    code, out, _ = run_cli(capsys, "run", path, "--run-dir", runs)
-    assert code == 0 and "[run] a" in out and "[done] a" in out
-    code, out, _ = run_cli(capsys, "run", path, "--run-dir", runs)
-    assert "[cached] a" in out
+    code, _, err = run_cli(capsys, "run", path, "--run-dir", runs)  # the console is stderr; stdout stays clean
+    assert code == 0 and "[run] a (echo)" in err and "[done] a" in err and "shards_written=3" in err
+    assert err.strip().splitlines()[-3].split() == [
+        "a",
+        "echo",
+        "run",
+        err.split("[done] a in ")[1].split("s:")[0] + "s",
+        "shards_written=3",
+    ]
+    code, _, err = run_cli(capsys, "run", path, "--run-dir", runs)
+    assert "[cached] a" in err and err.strip().splitlines()[-3].split()[:3] == ["a", "echo", "cached"]
     code, out, _ = run_cli(capsys, "report", f"{runs}/ok")
     assert code == 0 and (tmp_path / "runs/ok/report/summary.md").read_text().count("| a | echo | done |") == 1
 

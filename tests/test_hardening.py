@@ -258,4 +258,5 @@ def test_an_unwritable_cache_is_one_line(write_recipe, monkeypatch, tmp_path, ca
     path = write_recipe("stages: [{name: s, type: sft, model: tiny, data: 'reasoning_gym:chain_sum', max_steps: 1}]")
     assert main(["run", path, "--run-dir", str(tmp_path / "runs"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(blocker) in err[0] and "POSTTRAIN_CACHE" in err[0], err
+    assert err[-2].startswith("[failed] s: its output is in") and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("error: ") and str(blocker) in err[-1] and "POSTTRAIN_CACHE" in err[-1], err

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from posttrain.errors import UserError, did_you_mean, one_of
 from posttrain.files import atomic_write_json, read_json, read_jsonl
+from posttrain.recipe import console
+from posttrain.recipe.console import StageLog
 from posttrain.recipe.loader import Recipe, StageSpec
 from posttrain.stages.base import StageContext
 from posttrain.trackers import log_stage
@@ -177,9 +179,11 @@ def library_versions() -> dict[str, str]:
 class Runner:
     """Plans and runs one recipe. `from_stage` re-runs that stage and all after it; `force` re-runs all."""
 
-    def __init__(self, recipe: Recipe, show_progress: bool = True):
+    def __init__(self, recipe: Recipe, show_progress: bool = True, verbose: bool = False):
         self.recipe = recipe
         self.show_progress = show_progress
+        self.verbose = verbose  # library output on the terminal instead of only in each stage's log.txt
+        self.summary: list[tuple[str, str, str, float | None, str]] = []  # the closing table's rows
 
     def stage_dir(self, name: str) -> Path:
         return self.recipe.root / name
@@ -271,7 +275,8 @@ class Runner:
             if not getattr(spec.stage_class, "main_process_only", False):
                 report_to = tuple(self.recipe.report_to)
                 ctx = StageContext(spec.name, self.recipe.name, stage_dir, show_progress=False, report_to=report_to)
-                spec.stage_class(spec.config, ctx).run()
+                with StageLog(stage_dir / f"log.rank{os.environ.get('RANK')}.txt", spec.name, self.verbose):
+                    spec.stage_class(spec.config, ctx).run()
             return wait_for(stage_dir / MANIFEST, key, f"{stage_dir / MANIFEST}")
         (stage_dir / MANIFEST).unlink(missing_ok=True)
         if not resume and stage_dir.exists():
@@ -284,7 +289,8 @@ class Runner:
         )
         ctx = StageContext(spec.name, self.recipe.name, stage_dir, self.show_progress, tuple(self.recipe.report_to))
         stage = spec.stage_class(spec.config, ctx)
-        metrics = stage.run() or {}
+        with StageLog(stage_dir / "log.txt", spec.name, self.verbose):
+            metrics = stage.run() or {}
         manifest = {
             "stage": spec.name,
             "type": spec.type,
@@ -327,17 +333,21 @@ class Runner:
             if item.status == "cached":
                 manifest = read_manifest(self.stage_dir(spec.name) / MANIFEST)
                 report(f"[cached] {spec.name} ({spec.type}): {self.stage_dir(spec.name)}")
+                wall = None
             else:
                 key, inputs = self._key(spec, upstream_ids)
                 resume = item.status == "resume"
-                report(f"[{'resume' if resume else 'run'}] {spec.name} ({spec.type}): {item.reason}")
-                manifest = self.run_stage(spec, key, inputs, resume)
-                report(f"[done] {spec.name} in {manifest['wall_time_s']:.1f}s: {_summary(manifest['metrics'])}")
+                report(console.header(spec.name, spec.type, spec.config_dict(), item.status, item.reason))
+                try:
+                    manifest = self.run_stage(spec, key, inputs, resume)
+                except BaseException:
+                    report(f"[failed] {spec.name}: its output is in {self.stage_dir(spec.name) / 'log.txt'}")
+                    raise
+                report(console.result(spec.name, manifest))
+                wall = manifest["wall_time_s"]
+            status = "resumed" if item.status == "resume" else item.status
+            headline = console.headline(spec.type, manifest.get("metrics") or {})
+            self.summary.append((spec.name, spec.type, status, wall, headline))
             upstream_ids[spec.name] = manifest["output_id"]
             manifests.append(manifest)
         return manifests
-
-
-def _summary(metrics: dict[str, Any], limit: int = 6) -> str:
-    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(metrics.items())[:limit]]
-    return ", ".join(parts) or "no metrics"

@@ -178,7 +178,7 @@ class SftStage:
             eval_dataset=evals,
             processing_class=tokenizer,
             optimizers=(optimizer, scheduler),
-            callbacks=make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes),
+            callbacks=make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes, ctx.show_progress),
         )
         eval_start = None
         if evals is not None and resume_from is None:
