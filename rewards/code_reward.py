@@ -13,7 +13,11 @@ Tests come from the `tests` (or HumanEval's `test`) column:
 
 The reward is 1.0/0.0 for all tests passing (`mode: all_pass`, the default, as pass@1 counts it) or the fraction
 passed (`mode: fraction`). A response with no code scores 0.0; a row with no tests scores None. All programs of a
-batch run in parallel in `rewards.sandbox`, one isolated worker per core.
+batch run in parallel in `rewards.sandbox`, one isolated worker per core; the tests run in a process apart from the
+program's and see its functions as proxies returning plain data (see `rewards.sandbox` for what that guarantees).
+
+Helpers the prompt itself defines in full and the tests call (HumanEval's `poly`, `encode_cyclic`, `encode_shift`)
+run with the tests, from the prompt: a program that redefines them cannot change what the tests compute.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import warnings
 from typing import Any, Literal
 
 from rewards.base import completion_texts, final_answer_text, reward, row_value
-from rewards.sandbox import Sandbox, SandboxJob, SandboxLimits, SandboxResult
+from rewards.sandbox import Sandbox, SandboxJob, SandboxLimits, SandboxResult, limit_problems
 
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _CODE_START = re.compile(r"^(?:from |import |def |async def |@|class )", re.MULTILINE)
@@ -147,14 +151,43 @@ def build_tests(tests: Any, entry_point: str | None, fraction: bool) -> tuple[st
 
 
 def _validate(params: dict[str, Any]) -> list[str]:
-    problems = []
-    if params["timeout_s"] <= 0:
-        problems.append(f"timeout_s: must be > 0 seconds, got {params['timeout_s']}")
-    if params["memory_mb"] < 64:
-        problems.append(f"memory_mb: must be at least 64 (Python itself needs about 30), got {params['memory_mb']}")
-    if params["num_workers"] is not None and params["num_workers"] < 1:
-        problems.append(f"num_workers: must be at least 1 (or null for one per core), got {params['num_workers']}")
+    problems = limit_problems(params["timeout_s"], params["memory_mb"], params["max_processes"])
+    workers = params["num_workers"]
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024):
+        problems.append(f"num_workers: must be an integer from 1 to 1024 (or null for one per core), got {workers!r}")
     return problems
+
+
+def _is_stub(node: ast.stmt) -> bool:
+    """A def whose body is only a docstring, `pass` or `...`: a signature for the program to fill in."""
+    body = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    return all(isinstance(s, ast.Pass) for s in body)
+
+
+def prompt_helpers(prefix_source: Any, entry_point: str | None, tests: Any) -> str:
+    """The imports and the complete functions and classes of the prompt's code that the tests use, other than the
+    entry point, as source to run with the tests ('' when there are none)."""
+    if not entry_point or not isinstance(tests, str):
+        return ""
+    code = prefix_source if isinstance(prefix_source, str) and _defines(prefix_source, entry_point) else None
+    code = code or _prompt_code(prefix_source, entry_point)
+    try:
+        prompt, test_module = ast.parse(code or ""), ast.parse(tests)
+    except (SyntaxError, ValueError):
+        return ""
+    used = {n.id for n in ast.walk(test_module) if isinstance(n, ast.Name)}
+    helpers = [
+        node
+        for node in prompt.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.name != entry_point
+        and node.name in used
+        and not _is_stub(node)
+    ]
+    if not helpers:
+        return ""
+    imports = [node for node in prompt.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n".join(ast.unparse(node) for node in [*imports, *helpers]) + "\n"
 
 
 def run_code_tests(
@@ -176,11 +209,13 @@ def run_code_tests(
         built = build_tests(tests[i], ep, fraction)
         if built is None:
             continue
-        program = build_program(text, ep, prefix_sources[i] if prefix_sources else None)
+        prefix_source = prefix_sources[i] if prefix_sources else None
+        program = build_program(text, ep, prefix_source)
         if program is None:
             results[i] = SandboxResult(0, len(built[1]), "no code", "", 0.0)
             continue
-        jobs.append(SandboxJob(program, built[1], built[0]))
+        setup = prompt_helpers(prefix_source, ep, tests[i]) + built[0]
+        jobs.append(SandboxJob(program, built[1], setup, functions=(ep,) if ep else ()))
         where.append(i)
     for i, result in zip(where, get_sandbox(num_workers).run(jobs, limits or SandboxLimits()) if jobs else []):
         results[i] = result
@@ -212,8 +247,9 @@ def code_reward(
         prompts / code_prefix: where to find the function header when a response gives only its body.
         mode: 'all_pass' (1.0 only when every test passes) or 'fraction' (share of tests passed).
         timeout_s: wall-clock limit per program, all its tests included; the CPU limit is one second more.
-        memory_mb: address-space limit per process; all processes of a program together may hold twice that.
-        max_processes: process limit per sandbox uid.
+        memory_mb: address-space limit per process, 64 to 1048576; all processes of a program together may hold
+            twice that, shared memory and files in its tmpfs included.
+        max_processes: process limit for the program, 1 to 32768.
         num_workers: parallel sandbox workers; null means one per core.
     """
     n = len(completions)

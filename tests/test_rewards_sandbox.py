@@ -134,8 +134,9 @@ def test_host_is_unaffected(outcome):
     assert not REPO_FILE.exists() and not HOST_TMP_FILE.exists()
     sandbox = get_sandbox()
     uids = {w.info.get("uid") for w in sandbox._workers} - {None}
-    assert uids, "the sandbox did not drop root"
-    leftovers = []
+    harness_uids = {w.info.get("harness_uid") for w in sandbox._workers} - {None}
+    assert uids and harness_uids, "the sandbox did not drop root"
+    leftovers, harnesses = [], []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             uid_line = next(line for line in status.read_text().splitlines() if line.startswith("Uid:"))
@@ -143,7 +144,10 @@ def test_host_is_unaffected(outcome):
             continue
         if int(uid_line.split()[1]) in uids:
             leftovers.append(status.parent.name)
-    assert not leftovers, f"processes left running as a sandbox uid: {leftovers}"
+        if int(uid_line.split()[1]) in harness_uids:
+            harnesses.append(status.parent.name)
+    assert not leftovers, f"processes left running as a program uid: {leftovers}"
+    assert len(harnesses) <= len(sandbox._workers), "a test harness per worker at most, and nothing it started"
     # the pool still works after all that
     ok = run_code_tests(["```python\ndef g():\n    return 1\n```"], [["assert g() == 1"]])
     assert ok[0].all_passed
@@ -152,8 +156,86 @@ def test_host_is_unaffected(outcome):
 def test_isolation_is_namespaces_here():
     prefix, description = unshare_prefix()
     assert prefix, "unshare --net works on these machines (FACTS.md); the sandbox should use it"
-    assert "network, PID and mount namespaces" in description
-    assert "uid" in get_sandbox().describe()
+    assert "network, PID, mount, IPC and UTS namespaces" in description
+    described = get_sandbox().describe()
+    for part in ("read-only filesystem", "private tmpfs per job", "test harness uid", "seccomp"):
+        assert part in described, described
+
+
+SEMANTICS_PROGRAM = """
+import collections
+class Stack:
+    def __init__(self):
+        self.items = []
+    def push(self, x):
+        self.items.append(x)
+    def pop(self):
+        return self.items.pop()
+    def __len__(self):
+        return len(self.items)
+def squares(n):
+    for i in range(n):
+        yield i * i
+def strict(x):
+    if x < 0:
+        raise ValueError("negative")
+    return x
+def sort_in_place(xs):
+    xs.sort()
+def scale(a, *, by=2):
+    return a * by
+Point = collections.namedtuple("Point", "x y")
+def nested():
+    return {"a": [1, (2, 3.5)], (1, 2): {4, 5}, "b": b"xy", "c": None, "d": frozenset([1]), "e": 1 + 2j, "f": range(3)}
+def identity(x):
+    return x
+CONSTANT = {"k": [1, 2]}
+"""
+SEMANTICS_TESTS = (
+    "s = Stack(); s.push(1); s.push(2)\nassert s.pop() == 2 and len(s) == 1 and s.items == [1]",
+    "assert list(squares(4)) == [0, 1, 4, 9] and sum(squares(3)) == 5 and next(iter(squares(2))) == 0",
+    "try:\n    strict(-1)\n    raise AssertionError('no error')\nexcept ValueError as e:\n    assert 'negative' in str(e)",
+    "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]",
+    "assert scale(3) == 6 and scale(3, by=3) == 9",
+    "assert Point(1, 2) == (1, 2) and type(identity(Point(1, 2))) is tuple",
+    "assert nested() == {'a': [1, (2, 3.5)], (1, 2): {4, 5}, 'b': b'xy', 'c': None, 'd': frozenset([1]), "
+    "'e': 1 + 2j, 'f': range(3)}",
+    "assert identity(2 ** 200) == 2 ** 200 and identity(True) is True and identity(None) is None",
+    "import math\nassert math.isnan(identity(float('nan'))) and identity(-0.0) == 0 and identity(float('inf')) > 1",
+    "assert CONSTANT['k'] == [1, 2] and isinstance(identity(3), int) and not isinstance(identity(3.0), int)",
+    "assert collections.Counter('aab') == {'a': 2, 'b': 1}",  # a module the program imported, used as is
+)
+
+
+def test_program_values_reach_the_tests_as_plain_data():
+    """The tests run in another process: the program's functions, classes, generators, exceptions, constants and
+    in-place mutations still behave there as they would in one process, with exact builtin types."""
+    [result] = get_sandbox().run([SandboxJob(SEMANTICS_PROGRAM, SEMANTICS_TESTS)])
+    assert result.num_passed == len(SEMANTICS_TESTS), result.output
+
+
+def test_program_objects_cannot_decide_a_comparison():
+    program = "class Box:\n    def __eq__(self, other):\n        return True\ndef make():\n    return Box()\n"
+    tests = ("assert make() == 1", "assert make() != 1", "assert make()", "assert make() is not None")
+    [result] = get_sandbox().run([SandboxJob(program, tests)])
+    assert result.num_passed == 1, result.output  # only the identity test, decided by the harness
+    assert "cannot be compared or tested for truth" in result.output
+
+
+def test_the_harness_is_reset_between_jobs():
+    """One harness serves a worker's jobs: what one job's tests change (builtins, threads) does not reach the
+    next, and a harness stuck in a test (here a loop of the tests' own) is replaced after the timeout."""
+    with Sandbox(num_workers=1) as sandbox:
+        jobs = [
+            SandboxJob("x = 1", ("import builtins\nbuiltins.len = lambda x: 0\nbuiltins.extra = 1",)),
+            SandboxJob("x = 1", ("assert len([1]) == 1 and not hasattr(__builtins__, 'extra')",)),
+            SandboxJob("x = 1", ("import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()",)),
+            SandboxJob("x = 1", ("while True:\n    pass",)),
+            SandboxJob("x = 1", ("assert x == 1",)),
+        ]
+        results = sandbox.run(jobs, SandboxLimits(timeout_s=1.0))
+    assert [r.num_passed for r in results] == [1, 1, 1, 0, 1], [r.output for r in results]
+    assert results[3].exit == "timeout"
 
 
 def test_without_unshare_it_warns_loudly_and_still_limits(monkeypatch):
