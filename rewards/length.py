@@ -8,6 +8,11 @@ reasoning inside `<think>...</think>`.
 
 Lengths are in tokens from TRL's `completion_ids` (whole completions), or from `tokenizer` when one is named; with
 neither, whitespace-separated words are counted and a warning says so. `unit: chars` and `unit: words` are exact.
+
+Where implementations differ: in `shorter_correct` a response whose gold does not parse as mathematics scores None
+(not applicable), as the `math` reward has it (its length still counts in its group's shortest and longest);
+open-r1's `len_reward` counts such a response correct and gives the shortest one the full 0.5 bonus. A length
+bonus for answers nobody can check would reward brevity alone.
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@ characters, for scripts written without spaces). Natural text with n = 3 stays n
 itself, a known failure of SFT on math-heavy data, goes towards 1. The reward is -max_penalty * ratio, in
 [-max_penalty, 0]; a response shorter than n units has no n-grams and no penalty. `repetition_ratio` is public so
 that rejection-sampling filters (`max_repetition: 0.2`) use the same measure.
+
+This is the measure of open-r1's and TRL's `get_repetition_penalty_reward` (`this this this this this` with n = 2 is
+-0.75), with two conventions of our own: words are compared as written, where those two lowercase first (which
+changes nothing unless a response repeats itself in another case); and for scripts without spaces `unit: chars`
+counts characters, where open-r1's `language: zh` segments words with jieba (`这个` x5 is five words, 4 bigrams of
+which 1 distinct, -0.75; as characters it is 9 bigrams of which 2 distinct, -0.78). We do not depend on a word
+segmenter.
 """
 
 from __future__ import annotations

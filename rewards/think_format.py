@@ -1,10 +1,19 @@
 """The `think_format` reward: the reasoning-then-answer layout `<think>reasoning</think>answer`.
 
 A response scores 1.0 when it has exactly one reasoning block, opened at its start (leading whitespace allowed) and
-closed once, with non-blank reasoning inside and a non-blank answer after it; 0.0 otherwise. The tags are settings.
+closed once, with a non-blank answer after it; 0.0 otherwise. The tags are settings.
 Chat templates that open the reasoning block in the generation prompt (`think_in_prompt: true`) expect the
 completion to start inside it, so only the closing tag must appear. With `answer_tags`, the answer must be wrapped
 in them too (`<think>...</think><answer>...</answer>`, DeepSeek-R1's training layout).
+
+Conventions, where implementations differ:
+
+- An empty reasoning block (`<think></think>answer`) is well-formed, as TRL's `think_format_reward` and open-r1's
+  `format_reward` have it (and as Qwen3 writes it in non-thinking mode): the reward checks the layout, not the
+  reasoning. `require_reasoning: true` demands non-blank reasoning; `think_layout_ok` (the rejection-sampling filter
+  `format: think`, which keeps distillation samples that do reason) demands it by default.
+- Text before the block, a second block, a block closed before it is opened and an unclosed block all score 0.0,
+  as in TRL; open-r1's regex additionally wants each tag on its own line, which we do not.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ def think_layout_ok(
     close_tag: str = "</think>",
     think_in_prompt: bool = False,
     answer_tags: tuple[str, str] | list[str] | None = None,
+    require_reasoning: bool = True,
 ) -> bool:
     """Whether one response follows the `<think>reasoning</think>answer` layout (see the module docstring)."""
     if text.count(close_tag) != 1 or text.count(open_tag) != (0 if think_in_prompt else 1):
@@ -39,7 +49,7 @@ def think_layout_ok(
         before, head = head.split(open_tag)
         if before.strip():
             return False
-    if not head.strip() or not answer.strip():
+    if (require_reasoning and not head.strip()) or not answer.strip():
         return False
     if answer_tags:
         a_open, a_close = answer_tags
@@ -59,6 +69,7 @@ def think_format_reward(
     close_tag: str = "</think>",
     think_in_prompt: bool = False,
     answer_tags: list[str] | None = None,
+    require_reasoning: bool = False,
     **kwargs,
 ) -> list[float | None]:
     """1.0 when the response is `<think>reasoning</think>answer` (tags configurable), else 0.0.
@@ -68,8 +79,9 @@ def think_format_reward(
         open_tag / close_tag: the reasoning block's tags.
         think_in_prompt: the chat template already opened the block, so the completion must not open it again.
         answer_tags: two tags the answer must be wrapped in, e.g. ['<answer>', '</answer>']; null for none.
+        require_reasoning: score 0.0 when the reasoning block is blank (by default an empty block is well-formed).
     """
     return [
-        float(think_layout_ok(t, open_tag, close_tag, think_in_prompt, answer_tags))
+        float(think_layout_ok(t, open_tag, close_tag, think_in_prompt, answer_tags, require_reasoning))
         for t in completion_texts(completions)
     ]

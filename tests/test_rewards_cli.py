@@ -1,4 +1,5 @@
-"""`rewards list` and `rewards score` through argparse, as posttrain's CLI wires them."""
+"""`rewards list` and `rewards score` through argparse, as posttrain's CLI wires them (`rewards check` has its own
+tests, in test_rewards_check.py)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,12 @@ def test_score_reports_user_errors(tmp_path):
         run(["rewards", "score", "code", "--data", data, "--param", "timeout_s=soon"])
     with pytest.raises(DataError, match="no 'response' field"):
         run(["rewards", "score", "math", "--data", data, "--completion-column", "response"])
+    data = write_jsonl(tmp_path / "y.jsonl", [{"completion": "1", "answer": "1"}, {"completion": "2"}])
+    with pytest.raises(DataError, match=r"y.jsonl:2: no 'answer' field, which reward 'math' needs"):
+        run(["rewards", "score", "math", "--data", data])
+    data = write_jsonl(tmp_path / "z.jsonl", [{"completion": "1", "answer": "1"}, {"answer": "2"}])
+    with pytest.raises(DataError, match=r"z.jsonl:2: no 'completion' field to score"):
+        run(["rewards", "score", "math", "--data", data])
 
 
 def test_parse_params_reads_yaml_values():

@@ -41,7 +41,7 @@ NOT_EQUIVALENT = [
     ("", "12"),
     ("   ", "12"),
     ("I don't know", "12"),
-    ("\\boxed{\\frac{1}{2", "0.5"),  # cut off inside the box, falls back to the last number 2
+    ("\\boxed{\\frac{1}{2", "0.5"),  # cut off inside the box: not a box, and not LaTeX that parses
     ("The answer is", "5"),
 ]
 BAD_GOLD = ["Paris", "True", "", "   ", "five", None]
@@ -67,11 +67,17 @@ def test_last_number_fallback_is_configurable():
     assert math_reward(["so \\boxed{19}"], ["19"], last_number_fallback=False) == [1.0]
 
 
-def test_extraction_order_boxed_then_phrase_then_last_number():
+def test_extraction_order_marker_then_phrase_then_last_expression():
     assert extract_answer("The answer is 3. Check: \\boxed{4}, 5") == ("4", "boxed")
-    assert extract_answer("We try 2. The final answer is 3. Then 9") == ("3", "phrase")
-    assert extract_answer("2 and 3 and 4") == ("4", "last_number")
+    assert extract_answer("We try 2. The final answer is 3. Then 9") == ("3", "final_answer")
+    assert extract_answer("We try 2. The answer is 3. Then 9") == ("3", "phrase")
+    assert extract_answer("2 and then 4") == ("4", "number")
     assert extract_answer("nothing", last_number_fallback=True) is None
+
+
+def test_extract_answer_is_json_serialisable():
+    found = extract_answer("Final Answer: The final answer is $(2, 5)$. I hope it is correct.")
+    assert json.loads(json.dumps(found)) == ["(2, 5)", "final_answer"]
 
 
 def test_chat_message_completions():

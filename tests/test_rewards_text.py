@@ -7,13 +7,14 @@ import pytest
 from rewards.language import foreign_share, language_reward
 from rewards.length import length_reward, shorter_correct_bonus, soft_overlong_penalty
 from rewards.repetition import repetition_ratio, repetition_reward
-from rewards.think_format import think_format_reward
+from rewards.think_format import think_format_reward, think_layout_ok
 
 LAYOUT = [
     ("<think>2+2 is 4</think>The answer is 4.", 1.0),
     ("\n  <think>\nreason\n</think>\n\nanswer", 1.0),
     ("<think>reason</think>", 0.0),  # no answer
-    ("<think>   </think>answer", 0.0),  # blank reasoning
+    ("<think>   </think>answer", 1.0),  # blank reasoning is well-formed (TRL, open-r1); require_reasoning rejects it
+    ("<think></think>\nThis is my answer.", 1.0),
     ("The answer is 4.", 0.0),  # no reasoning block
     ("Sure! <think>reason</think>answer", 0.0),  # text before the block
     ("<think>a</think>b<think>c</think>d", 0.0),  # two blocks
@@ -27,6 +28,30 @@ LAYOUT = [
 @pytest.mark.parametrize(("completion", "expected"), LAYOUT)
 def test_think_format(completion, expected):
     assert think_format_reward([completion]) == [expected]
+
+
+def test_think_format_require_reasoning_and_the_filter_default():
+    blank = ["<think>   </think>answer", "<think></think>answer", "<think>r</think>answer"]
+    assert think_format_reward(blank, require_reasoning=True) == [0.0, 0.0, 1.0]
+    # the rejection-sampling filter `format: think` keeps only samples that do reason
+    assert [think_layout_ok(t) for t in blank] == [False, False, True]
+    assert think_layout_ok("<think></think>answer", require_reasoning=False)
+
+
+def test_repetition_conventions():
+    # open-r1 / TRL: 'this this this this this', bigrams -> 4 bigrams, 1 distinct
+    assert repetition_reward(["this this this this this"], ngram=2) == [-0.75]
+    assert repetition_reward(["The the The the"], ngram=2) == [pytest.approx(-1 / 3)]  # case kept: 2 distinct of 3
+    # characters, not jieba words: 9 character bigrams of which 2 distinct
+    assert repetition_reward(["这个这个这个这个这个"], ngram=2, unit="chars") == [pytest.approx(-(1 - 2 / 9))]
+
+
+def test_shorter_correct_gives_none_for_a_gold_that_is_not_math():
+    completions = ["\\boxed{answer}", "\\boxed{answer} xxxxxxxxxx"]
+    out = length_reward(
+        completions, answer=["unparseable"] * 2, prompts=["p"] * 2, mode="shorter_correct", unit="chars"
+    )
+    assert out == [None, None]
 
 
 def test_think_format_tags_prompt_opened_and_answer_tags():
