@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = _load(args, args.recipe)
     args.run_root = recipe.root  # named by a disk-full message
-    runner = Runner(recipe, show_progress=not args.no_progress, verbose=args.verbose)
+    runner = Runner(recipe, show_progress=not args.no_progress, verbose=args.verbose, ignore_gates=args.ignore_gates)
     runner.run(args.from_stage, args.force, report=progress.say)
     if int(os.environ.get("RANK", "0")) == 0:
         progress.say("\n" + closing_table(runner.summary))
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "-v", "--verbose", action="store_true", help="library output on the terminal too (it is in log.txt)"
             )
+            p.add_argument("--ignore-gates", action="store_true", help="run on when a stage's eval gate fails")
             p.add_argument(
                 "--num-processes", type=int, default=1, help="run through `accelerate launch` with N processes"
             )

@@ -19,6 +19,7 @@ import yaml
 
 from posttrain.config import CheckContext, parse, to_dict
 from posttrain.errors import ConfigError, did_you_mean, one_of
+from posttrain.recipe.gates import GateConfig, check_gate_stages
 from posttrain.trackers import check_report_to
 
 REF = re.compile(r"\$\{([^}]+)\}")
@@ -44,6 +45,7 @@ class StageSpec:
     deps: list[str]
     stage_class: type
     line: int | None = None
+    gate: GateConfig | None = None  # a condition on earlier stages' metrics (posttrain.recipe.gates)
 
     def config_dict(self) -> dict[str, Any]:
         return to_dict(self.config)
@@ -229,6 +231,13 @@ def _stage_refs(value: Any) -> set[str]:
     return found
 
 
+def _gate_stages(gate: Any) -> set[str]:
+    """The stages a raw `gate:` mapping reads (for ordering; the gate is checked properly later)."""
+    if not isinstance(gate, dict):
+        return set()
+    return {str(v).split("/", 1)[0] for k, v in gate.items() if k in ("metric", "baseline") and isinstance(v, str)}
+
+
 def _order(raw_stages: list[dict], deps: dict[str, set[str]], path: str) -> tuple[list[str], list[str]]:
     """Stable topological order (declared order where free). Returns (order, problems)."""
     names = [s["name"] for s in raw_stages]
@@ -381,8 +390,10 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
     heads = _check_stage_heads(data.get("stages"), path, lines, problems)
     classes = {raw["name"]: STAGES.get(raw["type"]) for _, raw in heads}
     outputs = {n: {o: str(root / n / rel) for o, rel in cls.outputs.items()} for n, cls in classes.items()}
-    deps = {raw["name"]: _stage_refs(raw) for _, raw in heads}
-    order, cycle_problems = _order([raw for _, raw in heads], {k: v & set(classes) for k, v in deps.items()}, path)
+    deps = {raw["name"]: _stage_refs({k: v for k, v in raw.items() if k != "gate"}) for _, raw in heads}
+    gate_deps = {raw["name"]: _gate_stages(raw.get("gate")) - {raw["name"]} for _, raw in heads}
+    order_deps = {k: (v | gate_deps[k]) & set(classes) for k, v in deps.items()}  # a gate runs after what it reads
+    order, cycle_problems = _order([raw for _, raw in heads], order_deps, path)
     problems += cycle_problems
     by_name = {raw["name"]: (i, raw) for i, raw in heads}
     specs, warnings = [], []
@@ -392,7 +403,13 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
         i, raw = by_name[name]
         cls = classes[name]
         where = _where_factory(path, lines, ("stages", i), f"stage '{name}': ")
-        body = {k: v for k, v in raw.items() if k not in ("name", "type")}
+        body = {k: v for k, v in raw.items() if k not in ("name", "type", "gate")}
+        gate = None
+        if raw.get("gate") is not None:
+            gate, gate_problems = parse(GateConfig, raw["gate"], where, ("gate",))
+            gate_problems += [f"{where(('gate',))}{p}" for p in check_gate_stages(gate, name, list(classes))]
+            problems += gate_problems
+            gate = None if gate_problems else gate
         for f in dataclasses.fields(cls.config_class):
             if isinstance(f.default, str) and "${" in f.default and f.name not in body:
                 body[f.name] = f.default
@@ -404,7 +421,7 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
             problem = check_model_spec(model)
             if problem:
                 problems.append(f"{where(('model',))}model: {problem}")
-        specs.append(StageSpec(name, raw["type"], config, sorted(deps[name]), cls, lines.get(("stages", i))))
+        specs.append(StageSpec(name, raw["type"], config, sorted(deps[name]), cls, lines.get(("stages", i)), gate))
         ignored = getattr(config, "ignored", None)
         if callable(ignored) and not stage_problems:
             warnings += [f"{where((line.split(':')[0],))}{line}" for line in ignored()]

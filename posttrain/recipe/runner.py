@@ -27,6 +27,7 @@ from posttrain.errors import UserError, did_you_mean, one_of
 from posttrain.files import atomic_write_json, read_json, read_jsonl
 from posttrain.recipe import console
 from posttrain.recipe.console import StageLog
+from posttrain.recipe.gates import gate_failure
 from posttrain.recipe.loader import Recipe, StageSpec
 from posttrain.stages.base import StageContext
 from posttrain.trackers import log_stage
@@ -179,8 +180,9 @@ def library_versions() -> dict[str, str]:
 class Runner:
     """Plans and runs one recipe. `from_stage` re-runs that stage and all after it; `force` re-runs all."""
 
-    def __init__(self, recipe: Recipe, show_progress: bool = True, verbose: bool = False):
+    def __init__(self, recipe: Recipe, show_progress: bool = True, verbose: bool = False, ignore_gates: bool = False):
         self.recipe = recipe
+        self.ignore_gates = ignore_gates
         self.show_progress = show_progress
         self.verbose = verbose  # library output on the terminal instead of only in each stage's log.txt
         self.summary: list[tuple[str, str, str, float | None, str]] = []  # the closing table's rows
@@ -237,6 +239,22 @@ class Runner:
                 rerun.add(spec.name)
             items.append(PlanItem(spec, status, reason, key))
         return items
+
+    def _check_gate(self, spec: StageSpec, manifests: list[dict], report) -> None:
+        """Stop the run before `spec` when its gate fails (or say that it is ignored)."""
+        if spec.gate is None:
+            return
+        failure = gate_failure(spec.gate, {m["stage"]: m for m in manifests})
+        if failure is None:
+            report(f"[gate] {spec.name}: passed ({spec.gate.metric})")
+        elif self.ignore_gates:
+            report(f"[gate] {spec.name}: failed but ignored (--ignore-gates): {failure}")
+        else:
+            raise UserError(
+                f"gate of stage '{spec.name}' ({self.recipe.path}:{spec.line}) failed: {failure}; the run stops "
+                f"before '{spec.name}' (earlier stages are kept). Fix the stages before it, change the gate, or "
+                "pass --ignore-gates to run on"
+            )
 
     def _outputs_changed(self, spec: StageSpec, manifest: dict) -> str | None:
         """Which recorded outputs of a finished stage are missing or changed (None when all are as written)."""
@@ -335,6 +353,7 @@ class Runner:
                 report(f"[cached] {spec.name} ({spec.type}): {self.stage_dir(spec.name)}")
                 wall = None
             else:
+                self._check_gate(spec, manifests, report)
                 key, inputs = self._key(spec, upstream_ids)
                 resume = item.status == "resume"
                 report(console.header(spec.name, spec.type, spec.config_dict(), item.status, item.reason))
