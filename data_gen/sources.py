@@ -56,6 +56,12 @@ class SourceConfig:
         default="raise", metadata={"help": "malformed rows: raise an error naming the line, or skip and count"}
     )
     args: dict[str, Any] = field(default_factory=dict, metadata={"help": "task arguments (reasoning_gym)"})
+    domain: str | None = field(
+        default=None,
+        metadata={
+            "help": "tag every row with this `domain` (math, code, logic, chat): rewards with `domains` route on it"
+        },
+    )
 
     def check(self, ctx: CheckContext = NO_CONTEXT) -> list[str]:
         problem = check_source(self.source, ctx)
@@ -171,9 +177,34 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
         ds = ds.shuffle(seed=cfg.seed)
     if cfg.size is not None and scheme != "reasoning_gym":
         ds = ds.select(range(min(cfg.size, len(ds))))
+    if cfg.domain is not None:
+        ds = ds.remove_columns([c for c in ("domain",) if c in ds.column_names]).add_column(
+            "domain", [cfg.domain] * len(ds)
+        )
     if stats is not None:
         stats.update(num_rows=len(ds), num_skipped=skipped[0])
     return ds
+
+
+def load_sources(cfgs: list[SourceConfig], where: str = "data"):
+    """Several sources as one `datasets.Dataset`: the union of their columns (None where a source has none), in
+    source order, with an `origin` column (the source string) that per-source counts use.
+
+    Raises:
+        DataError: as `load_source`, or a source without a `prompt` column (naming it by index).
+    """
+
+    parts = []
+    for i, cfg in enumerate(cfgs):
+        ds = load_source(cfg)
+        if "prompt" not in ds.column_names:
+            raise DataError(f"{where}[{i}] '{cfg.source}' has no 'prompt' column; found {ds.column_names}")
+        parts.append((cfg.source, ds))
+    if len(parts) == 1:
+        return parts[0][1]
+    keys = list(dict.fromkeys(k for _, ds in parts for k in ds.column_names))
+    rows = [{**dict.fromkeys(keys), **row, "origin": source} for source, ds in parts for row in ds.to_list()]
+    return _from_rows(rows, where)
 
 
 def _file_dataset(scheme: str, path: str, on_error: str, skipped: list[int]):

@@ -39,6 +39,31 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(sum(scored) / len(scored), 4) if scored else None
 
 
+def _stderr(values: Sequence[float]) -> float | None:
+    """Standard error of the mean over prompts: the eval's own sampling noise (2 of them is a 95% interval)."""
+    if len(values) < 2:
+        return None
+    return round(statistics.stdev(values) / math.sqrt(len(values)), 4)
+
+
+def _per_domain(
+    rows: Sequence[dict[str, Any]], per_prompt: list[int], n: int, totals: list[list[float | None]]
+) -> dict[str, Any]:
+    """pass@1 (with its stderr) and the mean total reward per `domain` of the rows, when there are several."""
+    domains = [str(r.get("domain")) for r in rows if r.get("domain") is not None]
+    if len(set(domains)) < 2 or len(domains) != len(rows):
+        return {}
+    out: dict[str, Any] = {}
+    for domain in sorted(set(domains)):
+        idx = [i for i, d in enumerate(domains) if d == domain]
+        rates = [per_prompt[i] / n for i in idx]
+        out[f"domain/{domain}/pass@1"] = round(sum(rates) / len(rates), 4)
+        out[f"domain/{domain}/pass@1_stderr"] = _stderr(rates)
+        out[f"domain/{domain}/reward/total"] = _mean([v for i in idx for v in totals[i]])
+        out[f"domain/{domain}/num_prompts"] = len(idx)
+    return out
+
+
 def score_samples(
     rows: Sequence[dict[str, Any]],
     prompts: Sequence[list[dict[str, str]]],
@@ -60,7 +85,9 @@ def score_samples(
     passed = [v is not None and v >= pass_threshold for v in judge]
     per_prompt = [sum(row) for row in per_row(passed, samples)]
     out["pass@1"] = round(sum(passed) / len(passed), 4)
+    out["pass@1_stderr"] = _stderr([c / n for c in per_prompt])
     out[f"pass@{n}"] = round(sum(pass_at_k(n, c, n) for c in per_prompt) / len(rows), 4)
+    out.update(_per_domain(rows, per_prompt, n, per_row(scores["total"], samples)))
     out["mean_tokens"] = round(statistics.fmean(s.num_tokens for _, s in flat), 2)
     out["repetition"] = round(statistics.fmean(repetition_ratio(s.text) for _, s in flat), 4)
     out["truncated"] = round(sum(s.finish_reason == "length" for _, s in flat) / len(flat), 4)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.files import read_jsonl
-from posttrain.runs import RunInfo, StageInfo, fmt, read_run
+from posttrain.runs import RunInfo, StageInfo, chain_table, fmt, read_run
 
 PLOT_KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "reward", "reward_std", "entropy", "kl")
 SAMPLES_PER_KIND = 150  # per stage and kind: enough to browse, small enough to keep the page light
@@ -143,6 +143,50 @@ def _plots(run: RunInfo, out: Path) -> dict[str, list[str]]:
     return plots
 
 
+def _cell(value: Any, stderr: Any) -> str:
+    return fmt(value) + (f" ± {2 * stderr:.2g}" if isinstance(stderr, (int, float)) else "")
+
+
+def chain_markdown(run: RunInfo) -> list[str]:
+    """The chain's eval points as a table (± is twice the stderr over prompts: the eval's own noise)."""
+    points, columns, cells = chain_table(run)
+    if not points:
+        return []
+    lines = ["", "## The chain, eval by eval (± = 2 x stderr over prompts)", ""]
+    lines += ["| point | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for point in points:
+        lines.append(f"| {point} | " + " | ".join(_cell(*cells.get((point, c), (None, None))) for c in columns) + " |")
+    return lines
+
+
+def plot_chain(run: RunInfo, out: Path) -> bool:
+    """pass@1 of every domain at every eval point, with 2-stderr error bars."""
+    points, columns, cells = chain_table(run)
+    columns = [c for c in columns if c.endswith(" pass@1")]
+    if len(points) < 2 or not columns:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for column in columns:
+        values = [cells.get((p, column), (None, None)) for p in points]
+        xs = [i for i, (v, _) in enumerate(values) if isinstance(v, (int, float))]
+        ys = [values[i][0] for i in xs]
+        errs = [2 * (values[i][1] or 0) for i in xs]
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=column.replace(" pass@1", ""))
+    ax.set_xticks(range(len(points)), points, rotation=20)
+    ax.set_ylabel("pass@1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def summary_markdown(run: RunInfo) -> str:
     lines = [
         f"# Report: {run.folder}",
@@ -158,6 +202,7 @@ def summary_markdown(run: RunInfo) -> str:
     if evals:
         lines += ["", "## Evals, before -> after", "", "| stage | metric | before | after |", "|---|---|---|---|"]
         lines += [f"| {n} | {k} | {fmt(a)} | {fmt(b)} |" for n, k, a, b in evals]
+    lines += chain_markdown(run)
     return "\n".join(lines) + "\n"
 
 
@@ -169,6 +214,8 @@ def write_report(run_folder: str | Path) -> Path:
     out = run.folder / "report"
     out.mkdir(exist_ok=True)
     plots = _plots(run, out)
+    if plot_chain(run, out / "chain.png"):
+        plots = {"the chain": ["chain.png"], **plots}
     samples = [record for stage in run.stages for record in stage_samples(stage)]
     (out / "summary.md").write_text(summary_markdown(run), encoding="utf-8")
     page = out / "index.html"

@@ -12,7 +12,7 @@ import html
 import json
 from typing import Any
 
-from posttrain.runs import RunInfo, StageInfo, fmt
+from posttrain.runs import RunInfo, StageInfo, chain_table, fmt
 
 STATUS_COLORS = {"done": "#2e7d32", "resumed": "#1565c0", "unfinished": "#ef6c00"}
 BOX_W, BOX_H, GAP_X, GAP_Y = 180, 58, 60, 18
@@ -164,6 +164,25 @@ def _eval_table(stages: list[StageInfo]) -> str:
     )
 
 
+def _chain_table(run: RunInfo) -> str:
+    points, columns, cells = chain_table(run)
+    if not points:
+        return ""
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = ""
+    for point in points:
+        row = ""
+        for column in columns:
+            value, stderr = cells.get((point, column), (None, None))
+            noise = f" <small>± {2 * stderr:.2g}</small>" if isinstance(stderr, (int, float)) else ""
+            row += f"<td class='num'>{_e(value) if value is not None else ''}{noise}</td>"
+        body += f"<tr><td>{_e(point)}</td>{row}</tr>"
+    return (
+        "<h2>The chain, eval by eval</h2><p>± is twice the standard error over prompts (the eval's own noise).</p>"
+        f"<table id='chain'><tr><th>point</th>{head}</tr>{body}</table>"
+    )
+
+
 def render_page(run: RunInfo, plots: dict[str, list[str]], samples: list[dict[str, Any]]) -> str:
     figures = "".join(
         f"<h3>{_e(name)}</h3>"
@@ -181,6 +200,7 @@ def render_page(run: RunInfo, plots: dict[str, list[str]], samples: list[dict[st
 <h2>Stages</h2>
 {stage_graph(run)}
 {_stage_table(run)}
+{_chain_table(run)}
 <h2>Evals</h2>
 {_eval_table(run.stages)}
 <h2>Plots</h2>

@@ -175,3 +175,27 @@ def run_summary(run: RunInfo) -> tuple[str, str, str, str]:
     stages = ", ".join(s.name if s.manifest else f"{s.name} (unfinished)" for s in run.stages)
     evals = [f"{s.name}: {s.headline()}" for s in run.stages if s.evals() or s.type == "eval"]
     return run.folder.name, f"{len(done)}/{len(run.stages)} done: {stages}", finished, "; ".join(evals)
+
+
+CHAIN_COLUMNS = ("pass@1", "reward/total", "mean_tokens", "repetition")
+
+
+def chain_table(run: RunInfo) -> tuple[list[str], list[str], dict[tuple[str, str], tuple[Any, Any]]]:
+    """The evals of a chained run as (points, columns, cells): a row per eval point (`point:` of the eval stages, in
+    run order: base, each expert, SFT, GRPO), a column per domain and measure (`math pass@1`, `chat reward/total`,
+    `math mean_tokens`...), and each cell (value, stderr or None)."""
+    points: list[str] = []
+    columns: list[str] = []
+    cells: dict[tuple[str, str], tuple[Any, Any]] = {}
+    for stage in run.stages:
+        m = stage.metrics
+        if stage.type != "eval" or not m.get("point"):
+            continue
+        point, domain = str(m["point"]), str(m.get("domain") or stage.name)
+        points += [point] if point not in points else []
+        for measure in CHAIN_COLUMNS:
+            if measure in m:
+                column = f"{domain} {measure}"
+                columns += [column] if column not in columns else []
+                cells[(point, column)] = (m[measure], m.get(f"{measure}_stderr"))
+    return points, columns, cells

@@ -26,13 +26,22 @@ stages:
     max_length: 64
     eval_steps: 0
     logging_steps: 1
-  - name: heldout
+  - name: heldout_base
     type: eval
-    model: ${stages.sft.model}
-    data: {source: reasoning_gym:chain_sum, size: 3, seed: 9}
+    model: ${model}
+    data: {source: reasoning_gym:chain_sum, size: 3, seed: 9, domain: math}
     rewards: [math]
     generator: transformers
     sampling: {n: 2, max_tokens: 4}
+    point: base
+  - name: heldout
+    type: eval
+    model: ${stages.sft.model}
+    data: {source: reasoning_gym:chain_sum, size: 3, seed: 9, domain: math}
+    rewards: [math]
+    generator: transformers
+    sampling: {n: 2, max_tokens: 4}
+    point: sft
   - name: distill
     type: rejection_sampling
     model: ${stages.sft.model}
@@ -59,6 +68,9 @@ def test_summary_lists_every_stage_with_its_result(run):
     assert "| sft | sft | done |" in summary and "eval_loss" in summary
     assert "| distill | rejection_sampling | done |" in summary and "acceptance=" in summary
     assert "## Evals, before -> after" in summary
+    chain = summary.split("## The chain, eval by eval")[1].splitlines()
+    assert chain[2].startswith("| point | math pass@1 | math reward/total | math mean_tokens | math repetition |")
+    assert chain[4].startswith("| base | 0 ± 0") and chain[5].startswith("| sft | 0 ± 0")  # base ran first
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (scripts/test.sh installs it)")
@@ -73,7 +85,8 @@ def test_the_page_renders_in_a_real_browser(run, tmp_path):
     assert not console, console  # the page logs nothing: any message is an error or a warning
     html = dom.stdout
     assert 'data-images-ok="true"' in html  # every <img> loaded
-    assert html.count('class="stage"') == 3 and 'id="stages"' in html and 'id="evals"' in html
+    assert html.count('class="stage"') == 4 and 'id="stages"' in html and 'id="evals"' in html
+    assert 'id="chain"' in html and "chain.png" in html
     assert "<img" in html and "sft.png" in html
     num_samples = len(re.findall(r'class="sample"', html))
     assert num_samples >= 3 + 3 * 2 and "rejected" in html  # eval samples and rejected samples at least

@@ -68,3 +68,14 @@ def test_humaneval_has_164_problems_with_tests():
     assert len(ds) == 164
     assert ds[0]["source_id"] == "HumanEval/0" and "def check(candidate)" in ds[0]["tests"]
     assert ds[0]["entry_point"] == "has_close_elements"
+
+
+def test_several_sources_with_domains_become_one_table():
+    from data_gen.sources import SourceConfig, load_sources
+
+    math = SourceConfig(source="reasoning_gym:chain_sum", size=3, seed=1, domain="math")
+    code = SourceConfig(source="humaneval", size=2, domain="code")
+    ds = load_sources([math, code])
+    assert len(ds) == 5 and ds["domain"] == ["math"] * 3 + ["code"] * 2
+    assert ds["origin"] == ["reasoning_gym:chain_sum"] * 3 + ["humaneval"] * 2
+    assert ds["answer"][3] is None and ds["entry_point"][0] is None and ds["tests"][4].startswith("\n\nMETADATA")

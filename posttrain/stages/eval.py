@@ -37,6 +37,15 @@ class EvalConfig:
     pass_reward: str | None = field(default=None, metadata={"help": "the reward that decides pass (default: first)"})
     pass_threshold: float = field(default=1.0, metadata={"help": "a sample passes when that reward is >= this"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
+    point: str | None = field(
+        default=None,
+        metadata={
+            "help": "the row of the chain report this eval fills: base, math_expert, sft, rl... (default: none)"
+        },
+    )
+    domain: str | None = field(
+        default=None, metadata={"help": "the column it fills: math, code, logic, chat (default: the data's domain)"}
+    )
 
     def check(self) -> list[str]:
         from rewards.entries import check_reward_choice, check_reward_columns
@@ -91,4 +100,5 @@ class EvalStage:
             f.writelines(json.dumps(r, default=str) + "\n" for r in records)
         ctx.path("metrics.jsonl").unlink(missing_ok=True)  # one row, written whole (also after a rerun)
         MetricsLogger(ctx.path("metrics.jsonl")).log(0, **metrics)
-        return {**metrics, "backend": generator.name}
+        label = {"point": cfg.point, "domain": cfg.domain or cfg.data.domain}
+        return {**metrics, "backend": generator.name, **{k: v for k, v in label.items() if v is not None}}
