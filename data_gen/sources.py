@@ -81,9 +81,13 @@ KNOWN_COLUMNS = {
 }
 
 
-def known_columns(source: str) -> set[str] | None:
-    """The columns a source gives, when known without reading it (None for files)."""
-    return KNOWN_COLUMNS.get(parse_source(source).scheme)
+def known_columns(source: SourceConfig | str) -> set[str] | None:
+    """The columns a source gives, when known without reading it (None for files); a `domain` tag adds `domain`."""
+    config = source if isinstance(source, SourceConfig) else None
+    columns = KNOWN_COLUMNS.get(parse_source(config.source if config else source).scheme)
+    if columns is not None and config is not None and config.domain is not None:
+        return columns | {"domain"}
+    return columns
 
 
 @dataclass(frozen=True)

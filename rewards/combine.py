@@ -22,12 +22,21 @@ from rewards.entries import RewardEntry, parse_entries, reward_names
 class BoundReward:
     """One configured reward: calls the plugin with its settings, checks its output and keeps its metrics."""
 
-    def __init__(self, name: str, fn: Callable, params: dict[str, Any], info: RewardInfo, on_error: str = "raise"):
+    def __init__(
+        self,
+        name: str,
+        fn: Callable,
+        params: dict[str, Any],
+        info: RewardInfo,
+        on_error: str = "raise",
+        domains: list[str] | None = None,
+    ):
         self.__name__ = name
         self.fn = fn
         self.params = params
         self.info = info
         self.on_error = on_error
+        self.domains = set(domains) if domains else None  # rows of other domains score None without a call
         self.reset_metrics()
 
     def __repr__(self) -> str:
@@ -35,6 +44,7 @@ class BoundReward:
 
     def reset_metrics(self) -> None:
         self._values: list[float] = []
+        self._by_domain: dict[str, list[float]] = {}
         self._num_none = 0
         self._num_errors = 0
         self._seconds = 0.0
@@ -45,6 +55,9 @@ class BoundReward:
         return {k: v for k, v in columns.items() if k in self.info.accepted_columns}
 
     def __call__(self, completions: list, **columns) -> list[float | None]:
+        domain = columns.get("domain")
+        if self.domains is not None:
+            return self._routed(completions, columns, domain)
         start = time.perf_counter()
         kwargs = self._select(columns)
         try:
@@ -54,12 +67,38 @@ class BoundReward:
         except Exception as batch_error:  # find the row(s) that raise, so the error can name one
             values = self._row_by_row(completions, kwargs, batch_error)
         self._seconds += time.perf_counter() - start
-        for v in values:
+        domains = domain if isinstance(domain, (list, tuple)) and len(domain) == len(values) else [None] * len(values)
+        for v, d in zip(values, domains):
             if v is None:
                 self._num_none += 1
             else:
                 self._values.append(v)
+                if d is not None:
+                    self._by_domain.setdefault(str(d), []).append(v)
         return values
+
+    def _routed(self, completions: list, columns: dict[str, Any], domain: Any) -> list[float | None]:
+        """Score only the rows of `self.domains`; the others are None (not applicable), counted as such."""
+        n = len(completions)
+        if not isinstance(domain, (list, tuple)) or len(domain) != n:
+            raise RewardError(
+                f"reward '{self.__name__}' scores domains {sorted(self.domains)}, but the rows have no 'domain' "
+                "column; tag each source with `domain: ...`"
+            )
+        rows = [i for i, d in enumerate(domain) if d in self.domains]
+        subset = {
+            k: [v[i] for i in rows] if isinstance(v, (list, tuple)) and len(v) == n else v for k, v in columns.items()
+        }
+        inner, self.domains = self.domains, None  # score the subset as an ordinary call (metrics included)
+        try:
+            scored = self([completions[i] for i in rows], **subset) if rows else []
+        finally:
+            self.domains = inner
+        out: list[float | None] = [None] * n
+        for i, v in zip(rows, scored):
+            out[i] = v
+        self._num_none += n - len(rows)
+        return out
 
     def _row_by_row(self, completions: list, kwargs: dict[str, Any], batch_error: Exception) -> list[float | None]:
         n = len(completions)
@@ -113,6 +152,9 @@ class BoundReward:
         }
         if self.on_error == "skip":
             out[f"{self.__name__}/num_errors"] = float(self._num_errors)
+        for d, values in sorted(self._by_domain.items()):
+            if len({*self._by_domain}) > 1 or self.domains is not None:
+                out[f"{self.__name__}/domain/{d}/mean"] = sum(values) / len(values)
         if reset:
             self.reset_metrics()
         return out
@@ -178,6 +220,6 @@ def build_reward(specs: Sequence[RewardEntry | dict | str], where: str = "") -> 
         info = describe_reward(obj)
         params = entry.settings()
         fn, call_params = (obj(**params), {}) if info.is_class else (obj, params)
-        funcs.append(BoundReward(unique, fn, call_params, info, entry.on_error))
+        funcs.append(BoundReward(unique, fn, call_params, info, entry.on_error, entry.domains))
         weights.append(float(entry.weight))
     return CombinedReward(funcs, weights)

@@ -14,17 +14,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import inspect
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from posttrain.config import CheckProblem, parse
+from posttrain.config import NO_CONTEXT, CheckContext, CheckProblem, parse
 from posttrain.errors import ConfigError, did_you_mean, one_of
 from rewards.base import REWARDS, TRAINER_PROVIDED, describe_reward
 
-RESERVED_KEYS = ("name", "weight", "on_error")
+RESERVED_KEYS = ("name", "weight", "on_error", "domains")
 
 
 @dataclass
@@ -37,6 +38,10 @@ class RewardEntry:
     weight: float = field(default=1.0, metadata={"help": "weight in the combined reward"})
     on_error: Literal["raise", "skip"] = field(
         default="raise", metadata={"help": "a row the reward fails on: raise an error naming it, or score it None"}
+    )
+    domains: list[str] | None = field(
+        default=None,
+        metadata={"help": "score only rows whose `domain` is one of these (None elsewhere: it does not apply)"},
     )
 
     @classmethod
@@ -92,8 +97,13 @@ def settings_class(obj: Any, name: str) -> type:
     params = [p for p in info.params.values() if p.name not in RESERVED_KEYS]
     fields = [(p.name, _schema_hint(p.annotation), _field(p)) for p in params]
 
-    def check(self: RewardEntry) -> list[str]:
-        return list(info.validate(self.settings())) if info.validate is not None else []
+    def check(self: RewardEntry, ctx: CheckContext = NO_CONTEXT) -> list[str]:
+        if info.validate is None:
+            return []
+        # A validate hook that takes a second argument gets the CheckContext: what the recipe's stages will write
+        # (a `model: ${stages.rm.model}` setting names a folder that does not exist before the run).
+        takes_ctx = len(inspect.signature(info.validate).parameters) > 1
+        return list(info.validate(self.settings(), ctx) if takes_ctx else info.validate(self.settings()))
 
     namespace = {"__field_kind__": f"setting of reward '{name}'", "check": check}
     title = "".join(c if c.isalnum() else "_" for c in name)
@@ -137,7 +147,8 @@ def check_reward_columns(entries: Sequence[RewardEntry], columns: set[str] | Non
     available = set(columns) | TRAINER_PROVIDED
     for i, entry in enumerate(entries, first):
         info = describe_reward(REWARDS.get(entry.name))
-        for needed in info.columns(entry.settings()):
+        needs = [*info.columns(entry.settings()), *(["domain"] if entry.domains else [])]
+        for needed in needs:
             options = needed.split("|")
             if not any(option in available for option in options):
                 wanted = " or ".join(f"'{o}'" for o in options)

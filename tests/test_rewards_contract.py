@@ -185,3 +185,20 @@ def test_chat_message_completions_are_accepted():
     reward = build_reward(["math", "think_format"])
     completion = [{"role": "assistant", "content": "<think>2+2</think>\\boxed{4}"}]
     assert reward([completion], answer=["4"]) == [2.0]
+
+
+def test_rewards_route_to_their_domains_and_log_each_domain():
+    reward = build_reward([{"name": "math", "domains": ["math"]}, {"name": "think_format", "weight": 0.5}])
+    completions = ["The answer is 4", "The answer is 5", "<think>x</think>ok", "def f(): pass"]
+    columns = {"answer": ["4", "4", None, None], "domain": ["math", "math", "chat", "code"]}
+    scores = reward.per_reward(completions, **columns)
+    assert scores["math"] == [1.0, 0.0, None, None]  # not applicable outside its domain, and never called there
+    assert reward.total(scores)[:2] == [1.0 + 0.5 * scores["think_format"][0], 0.5 * scores["think_format"][1]]
+    metrics = reward.metrics()
+    assert metrics["math/domain/math/mean"] == 0.5 and metrics["math/frac_none"] == 0.5
+    assert "think_format/domain/chat/mean" in metrics and "think_format/domain/code/mean" in metrics
+    with pytest.raises(RewardError, match=r"scores domains \['math'\], but the rows have no 'domain' column"):
+        reward.per_reward(completions, answer=columns["answer"])
+    assert check_reward_specs([{"name": "math", "domains": ["math"]}], columns={"prompt", "answer"}) == [
+        "rewards[0] (math): needs the dataset column 'domain'; the data has 'answer' or 'prompt'"
+    ]

@@ -53,7 +53,7 @@ class EvalConfig:
         if not self.rewards:
             return ["rewards: give at least one, e.g. [{name: math}]"]
         problems = check_reward_choice("pass_reward", self.pass_reward, self.rewards)
-        return problems + check_reward_columns(self.rewards, known_columns(self.data.source))
+        return problems + check_reward_columns(self.rewards, known_columns(self.data))
 
 
 @STAGES.register("eval")
