@@ -7,9 +7,9 @@ from posttrain.generation.base import (
     Sample,
     SamplingConfig,
     choose_backend,
-    make_generator,
     render_prompts,
 )
+from posttrain.generation.factory import make_generator
 
 __all__ = [
     "GENERATORS",

@@ -140,6 +140,13 @@ class GeneratorConfig:
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model replica"})
     max_model_len: int | None = field(default=None, metadata={"help": "vllm: context length (null: the model's)"})
+    isolate: bool | None = field(
+        default=None,
+        metadata={
+            "help": "run the engine in a child process, so its memory is released when the stage ends "
+            "(null: yes for vllm, no for transformers)"
+        },
+    )
     engine_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "vllm: more `vllm.LLM` arguments"})
 
     def check(self) -> list[str]:
@@ -188,16 +195,6 @@ def choose_backend(model_path: str, requested: str = "auto") -> str:
         log.warning("generation: %s; using transformers instead of vllm", reason)
         return "transformers"
     return "vllm"
-
-
-def make_generator(model: str, config: GeneratorConfig | None = None, seed: int = 0) -> Generator:
-    """Build a generator for `model` ('embedded', 'tiny', a folder or a hub id) with the configured backend.
-    `seed` seeds the engine of backends that cannot seed each call (vLLM on CPU)."""
-    from posttrain.model.loading import resolve_model
-
-    config = config or GeneratorConfig()
-    backend = choose_backend(resolve_model(model), config.backend)
-    return GENERATORS.get(backend)(model, config, seed)
 
 
 def render_prompts(tokenizer: Any, prompts: Sequence[Messages]) -> list[list[int]]:
