@@ -8,13 +8,20 @@ held-out reasoning-gym `gsm_symbolic` questions, over-long conversations and mal
 1.5M mix with `build_mix` (chat format, token length with the embedded model's tokenizer, exact and near dedup,
 decontamination, weighted sampling, shuffled shards) in a child process while sampling the RSS of its whole process
 tree, and does the same for a naive baseline: `datasets` load + `concatenate_datasets` + pandas
-`drop_duplicates` on the conversation text (exact only, no normalisation). It reports wall time, peak RSS, and
-recall and precision on the planted items for both.
+`drop_duplicates` on the conversation text (exact only, no normalisation). `--rounds N` alternates the two N
+times. Each run reports wall time, CPU seconds of its process tree (what the work costs whatever else runs on
+the machine), peak RSS, the load average when it started, and recall and precision on the planted items.
+`--datatrove` then runs near dedup alone side by side: `build_mix` with only near dedup on, and datatrove's
+MinHash deduplication (signatures, LSH buckets, clusters; `pip install datatrove`) on the same rows with the same
+shingles, both scored per planted pair (caught when not both copies are kept).
 
     python benchmarks/mix.py                      # 1.5M rows; the data is cached in --data-dir
+    python benchmarks/mix.py --rounds 2 --datatrove
+    python benchmarks/mix.py --rows 15000000 --skip-baseline
     python benchmarks/mix.py --rows 100000 --skip-baseline
 
-Targets on a 2-core machine: <= 10 min, <= 4 GiB, exact recall 1.0, near recall >= 0.95, decontamination 1.0.
+Targets on a 2-core machine: at 1.5M rows at most 0.5x the baseline's wall time and 1.5 GiB; at 15M at most
+10 minutes and 4 GiB; exact recall 1.0, near recall at least datatrove's with precision 1.0, decontamination 1.0.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ SOURCES = [
 ]
 RATES = {EXACT: 0.04, NEAR: 0.04, CONTAM: 0.001, LONG: 0.001, INVALID: 0.002}
 GSM = {"source": "reasoning_gym:gsm_symbolic", "size": 200, "seed": 1234}
+THRESHOLD = 0.85  # near-dedup Jaccard threshold, ours and datatrove's alike
 BATCH = 20_000
 
 
@@ -278,7 +286,14 @@ class _Writer:
         if self.fmt == "hf-disk":
             import datasets
 
-            datasets.Dataset(pa.concat_tables(self.batches)).save_to_disk(str(self.path))
+            # In parts of <= 250k rows with given fingerprints: hashing one table of over 2 GB of text overflows.
+            per_part = max(1, 250_000 // BATCH)
+            parts = [
+                datasets.Dataset(pa.concat_tables(self.batches[i : i + per_part]), fingerprint=f"bench-{i}")
+                for i in range(0, len(self.batches), per_part)
+            ]
+            ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+            ds.save_to_disk(str(self.path), num_shards=len(parts))
 
 
 def load_labels(data_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -296,6 +311,17 @@ def _specs(data_dir: Path) -> list[tuple[str, str]]:
 
 
 def _ours(data_dir: str, out_dir: str, num_rows: int, workers: int, tokenizer: str, result_path: str) -> None:
+    _build(data_dir, out_dir, num_rows, workers, tokenizer, result_path, near_only=False)
+
+
+def _ours_near_only(data_dir: str, out_dir: str, num_rows: int, workers: int, result_path: str) -> None:
+    """build_mix with only near dedup on (no chat or length check, no decontamination, no exact dedup)."""
+    _build(data_dir, out_dir, num_rows, workers, None, result_path, near_only=True)
+
+
+def _build(
+    data_dir: str, out_dir: str, num_rows: int, workers: int, tokenizer: str | None, result_path: str, near_only: bool
+) -> None:
     from data_gen.mix import Decontam, Dedup, MixSource, build_mix
     from data_gen.sources import SourceConfig
 
@@ -304,15 +330,16 @@ def _ours(data_dir: str, out_dir: str, num_rows: int, workers: int, tokenizer: s
         for (spec, fmt), (name, _, share, domain, *_) in zip(_specs(Path(data_dir)), SOURCES)
     ]
     start = time.time()
+    against = [] if near_only else [SourceConfig(source="humaneval"), SourceConfig(**GSM)]
     result = build_mix(
         sources,
         Path(out_dir) / "dataset",
         size=num_rows,
         seed=0,
-        dedup=Dedup(near_threshold=0.85),
-        decontaminate=Decontam(against=[SourceConfig(source="humaneval"), SourceConfig(**GSM)]),
+        dedup=Dedup(exact=not near_only, near_threshold=THRESHOLD),
+        decontaminate=Decontam(against=against),
         tokenizer=tokenizer,
-        max_tokens=4096,
+        max_tokens=None if near_only else 4096,
         num_workers=workers,
     )
     Path(result_path).write_text(
@@ -364,9 +391,13 @@ def _baseline(data_dir: str, out_dir: str, result_path: str) -> None:
 
 
 def measured(target, *args) -> dict:
-    """Run `target(*args, result_path)` in a fresh process; return its result plus the peak RSS of its tree."""
+    """Run `target(*args, result_path)` in a fresh process; return its result plus the peak RSS of its tree and
+    the CPU seconds of the whole tree (user + system: what the work costs whatever else the machine runs)."""
+    import resource
+
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result_path = Path(args[1]) / f"{target.__name__}.json"
     result_path.parent.mkdir(parents=True, exist_ok=True)
     proc = mp.get_context("spawn").Process(target=target, args=(*args, str(result_path)))
@@ -391,8 +422,10 @@ def measured(target, *args) -> dict:
     thread.join()
     if proc.exitcode != 0:
         raise SystemExit(f"{target.__name__} failed with exit code {proc.exitcode}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     out = json.loads(result_path.read_text())
-    out.update(peak_rss_gib=peak[0] / 2**30, process_s=time.time() - start)
+    out.update(peak_rss_gib=peak[0] / 2**30, process_s=time.time() - start, cpu_s=cpu)
     return out
 
 
@@ -439,6 +472,171 @@ def score_baseline(labels: dict, dropped: np.ndarray) -> dict[str, float]:
         out[f"{name}_recall"] = _ratio(int((gone & (kind == k)).sum()), int((kind == k).sum()))
     out["exact_precision"] = _ratio(int((gone & (kind == EXACT)).sum()), int(gone.sum()))
     return out
+
+
+class _SpaceWords:
+    """datatrove word tokenizer for the comparison: split at spaces. datatrove's English default is NLTK's, which
+    needs the punkt data (a download); its `simplify_text` has already lower-cased the text, turned punctuation
+    into spaces and collapsed whitespace, so on this data the words are the same."""
+
+    def __new__(cls):
+        from datatrove.utils.word_tokenizers import WordTokenizer
+
+        class SpaceWords(WordTokenizer):
+            def word_tokenize(self, text: str) -> list[str]:
+                return text.split()
+
+            def sent_tokenize(self, text: str) -> list[str]:
+                return [text]
+
+            def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+                return [(0, len(text))]
+
+        return SpaceWords()
+
+
+def _xxh64_text(text: str) -> int:
+    import xxhash
+
+    return xxhash.xxh64_intdigest(text.encode("utf-8"))
+
+
+def _source_chunks(data_dir: str) -> list[tuple[int, object, object, int]]:
+    """(source index, opened source, chunk, global row of the chunk's first row) over the benchmark's sources."""
+    from data_gen.mix import MixSource
+    from data_gen.mix.readers import open_source
+
+    out, base = [], 0
+    for s, ((spec, _), (name, *_)) in enumerate(zip(_specs(Path(data_dir)), SOURCES)):
+        opened = open_source(MixSource(data=spec, name=name), Path(data_dir) / "dt-work")
+        for chunk in opened.chunks:
+            out.append((s, opened, chunk, base))
+            base += _chunk_rows(opened, chunk)
+    return out
+
+
+def _chunk_rows(opened, chunk) -> int:
+    if opened.kind == "parquet":
+        meta = pq.ParquetFile(chunk.file).metadata
+        return sum(meta.row_group(g).num_rows for g in range(chunk.start, chunk.stop))
+    if opened.kind == "arrow":
+        with pa.memory_map(chunk.file) as source:
+            return sum(b.num_rows for i, b in enumerate(pa.ipc.open_stream(source)) if chunk.start <= i < chunk.stop)
+    with open(chunk.file, "rb") as f:
+        f.seek(chunk.start)
+        return f.read(chunk.stop - chunk.start).count(b"\n")
+
+
+def _datatrove(data_dir: str, out_dir: str, workers: int, result_path: str) -> None:
+    """datatrove's MinHash deduplication (signatures, LSH buckets, clusters) over every row's text, with our
+    shingle size and our LSH bands x rows for THRESHOLD; 2 tasks read the rows (Arrow readers, as ours)."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.base import PipelineStep
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupSignature,
+    )
+
+    from data_gen.mix.hashing import lsh_params
+    from data_gen.mix.readers import read_chunk
+
+    chunks = _source_chunks(data_dir)
+    workers = workers or os.cpu_count() or 1
+    out = Path(out_dir)
+
+    class Rows(PipelineStep):
+        name = "benchmark rows"
+
+        def run(self, data=None, rank: int = 0, world_size: int = 1):
+            from datatrove.data import Document
+
+            ids = []
+            for _, opened, chunk, base in chunks[rank::world_size]:
+                for table in read_chunk(opened, chunk, None):
+                    messages = table["messages"].to_pylist()
+                    rows = table["row"].to_numpy() + base
+                    for row, conv in zip(rows.tolist(), messages):
+                        ids.append(row)
+                        yield Document(text="\n".join(m["content"] or "" for m in conv), id=str(row))
+            np.save(out / f"ids-{rank:05d}.npy", np.array(ids, np.int64))
+
+    bands, rows = lsh_params(THRESHOLD, 112)
+    config = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows)
+    start = time.time()
+    common = {"workers": workers, "start_method": "fork"}
+    signature = MinhashDedupSignature(str(out / "sigs"), config=config, language=_SpaceWords())
+    signature._hash_func = _xxh64_text  # datatrove 0.10.1 passes str, which xxhash >= 4 refuses
+    LocalPipelineExecutor(
+        [Rows(), signature],
+        tasks=workers,
+        logging_dir=str(out / "logs-1"),
+        **common,
+    ).run()
+    LocalPipelineExecutor(
+        [MinhashDedupBuckets(str(out / "sigs"), str(out / "buckets"), config=config)],
+        tasks=bands,
+        logging_dir=str(out / "logs-2"),
+        **common,
+    ).run()
+    LocalPipelineExecutor(
+        [MinhashDedupCluster(str(out / "buckets"), str(out / "remove"), config=config)],
+        tasks=1,
+        logging_dir=str(out / "logs-3"),
+        **{**common, "workers": 1},
+    ).run()
+    wall = time.time() - start
+    removed = []
+    for rank in range(workers):
+        ids = np.load(out / f"ids-{rank:05d}.npy")
+        path = out / "remove" / f"{rank:06d}.remove"
+        doc = np.fromfile(path, "<u4").astype(np.int64) if path.exists() else np.zeros(0, np.int64)
+        removed.append(ids[doc])
+    np.save(out / "removed.npy", np.concatenate(removed))
+    Path(result_path).write_text(json.dumps({"wall_s": wall, "bands": bands, "rows": rows}))
+
+
+def score_pairs(labels: dict, removed: np.ndarray) -> dict[str, float]:
+    """Near-dedup quality of a set of removed global rows, the same way for every method: a planted near pair
+    (copy, original) is caught when not both of them are kept; a removed row is correct when it belongs to a
+    planted duplicate group (an exact or near copy, or the original of one)."""
+    names = list(labels)
+    offsets = np.concatenate([[0], np.cumsum([len(labels[n]["kind"]) for n in names])])
+    kind = np.concatenate([labels[n]["kind"] for n in names])
+    sim = np.concatenate([labels[n]["jaccard"] for n in names])
+    orig = np.concatenate([labels[n]["orig"] for n in names])
+    has_orig = orig[:, 0] >= 0
+    orig_row = np.where(has_orig, offsets[np.maximum(orig[:, 0], 0)] + orig[:, 1], -1)
+    gone = np.zeros(len(kind), bool)
+    gone[removed] = True
+    near = np.flatnonzero(kind == NEAR)
+    caught = gone[near] | gone[orig_row[near]]
+    in_group = np.zeros(len(kind), bool)
+    in_group[np.flatnonzero(has_orig)] = True
+    in_group[orig_row[has_orig]] = True
+    out = {
+        "pair_recall": _ratio(int(caught.sum()), len(near)),
+        "pair_precision": _ratio(int((gone & in_group).sum()), int(gone.sum())),
+        "rows_removed": int(gone.sum()),
+        "normal_rows_removed": int((gone & ~in_group).sum()),
+    }
+    for lo, hi in ((0.0, 0.85), (0.85, 0.9), (0.9, 0.95), (0.95, 1.0), (1.0, 1.01)):
+        band = (sim[near] >= lo) & (sim[near] < hi)
+        out[f"pair_recall_j[{lo:.2f},{min(hi, 1):.2f}{']' if hi > 1 else ')'}"] = _ratio(
+            int(caught[band].sum()), int(band.sum())
+        )
+    return out
+
+
+def _removed_rows(labels: dict, removed: pa.Table, steps: tuple[str, ...]) -> np.ndarray:
+    """Global rows of removed.parquet removed by one of `steps`."""
+    names = list(labels)
+    offsets = dict(zip(names, np.concatenate([[0], np.cumsum([len(labels[n]["kind"]) for n in names])])))
+    mask = np.isin(removed["step"].to_numpy(zero_copy_only=False), steps)
+    src = removed["source"].to_numpy(zero_copy_only=False)[mask]
+    row = removed["row"].to_numpy()[mask]
+    return np.array([offsets[s] for s in src], np.int64) + row if len(row) else np.zeros(0, np.int64)
 
 
 def compare_minhash(num_docs: int = 3000, num_perm: int = 112) -> dict[str, float]:
@@ -509,9 +707,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_500_000, help="synthetic rows in all (and the mix size)")
     parser.add_argument("--data-dir", default="/tmp/posttrain-mix-bench", help="where the sources are cached")
-    parser.add_argument("--workers", type=int, default=0, help="scan processes (0: one per core)")
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     parser.add_argument("--tokenizer", default="embedded", help="tokenizer for the token-length filter")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of build_mix and the baseline, interleaved")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--datatrove", action="store_true", help="also near dedup with datatrove's MinHash")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--compare-minhash", action="store_true", help="only time the MinHash candidates")
     args = parser.parse_args()
@@ -534,23 +734,87 @@ def main() -> None:
     quartiles = ", ".join(f"{q:.3f}" for q in np.quantile(sims, [0, 0.25, 0.5, 0.75, 1]))
     print(f"near duplicates' Jaccard similarity (5-word shingles), min/25%/50%/75%/max: {quartiles}", flush=True)
     out_dir = data_dir / "out"
-    shutil.rmtree(out_dir, ignore_errors=True)
-    ours = measured(_ours, str(data_dir), str(out_dir / "ours"), args.rows, args.workers, args.tokenizer)
-    ours.update(score_ours(labels, pq.read_table(out_dir / "ours" / "removed.parquet")))
-    results = {"rows": args.rows, "cpus": os.cpu_count(), "ours": ours}
-    if not args.skip_baseline:
-        base = measured(_baseline, str(data_dir), str(out_dir / "baseline"))
-        base.update(score_baseline(labels, np.load(out_dir / "baseline" / "baseline_dropped.npy")))
-        results["baseline"] = base
+    results: dict = {"rows": args.rows, "cpus": os.cpu_count(), "rounds": []}
+    for r in range(args.rounds):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        ours = _loaded(measured, _ours, str(data_dir), str(out_dir / "ours"), args.rows, args.workers, args.tokenizer)
+        removed = pq.read_table(out_dir / "ours" / "removed.parquet")
+        ours.update(score_ours(labels, removed))
+        ours.update(score_pairs(labels, _removed_rows(labels, removed, ("exact_dedup", "near_dedup"))))
+        round_ = {"ours": ours}
+        if not args.skip_baseline:
+            base = _loaded(measured, _baseline, str(data_dir), str(out_dir / "baseline"))
+            base.update(score_baseline(labels, np.load(out_dir / "baseline" / "baseline_dropped.npy")))
+            round_["baseline"] = base
+            shutil.rmtree(out_dir / "baseline", ignore_errors=True)
+        results["rounds"].append(round_)
+        _print_round(r, round_)
+    results["ours"], results["baseline"] = results["rounds"][-1]["ours"], results["rounds"][-1].get("baseline", {})
     _print(results)
+    if args.datatrove:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        near = _loaded(measured, _ours_near_only, str(data_dir), str(out_dir / "near"), args.rows, args.workers)
+        near.update(
+            score_pairs(
+                labels, _removed_rows(labels, pq.read_table(out_dir / "near" / "removed.parquet"), ("near_dedup",))
+            )
+        )
+        shutil.rmtree(out_dir / "near", ignore_errors=True)
+        dt = _loaded(measured, _datatrove, str(data_dir), str(out_dir / "datatrove"), args.workers)
+        dt.update(score_pairs(labels, np.load(out_dir / "datatrove" / "removed.npy")))
+        results["near_only"], results["datatrove"] = near, dt
+        _print_near(results["ours"], near, dt)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))
+
+
+def _loaded(fn, *args) -> dict:
+    """fn(*args) with the machine's 1-minute load average before and after."""
+    before = os.getloadavg()[0]
+    out = fn(*args)
+    out.update(load_before=before, load_after=os.getloadavg()[0])
+    return out
+
+
+def _print_round(r: int, round_: dict) -> None:
+    ours, base = round_["ours"], round_.get("baseline")
+
+    def one(d: dict) -> str:
+        return (
+            f"{d['wall_s']:.1f} s, {d['cpu_s']:.0f} CPU s, {d['peak_rss_gib']:.2f} GiB (load {d['load_before']:.1f})"
+        )
+
+    line = f"round {r}: build_mix {one(ours)}"
+    if base:
+        line += f"; baseline {one(base)}; wall ratio {ours['wall_s'] / base['wall_s']:.2f}x"
+        line += f", CPU ratio {ours['cpu_s'] / base['cpu_s']:.2f}x"
+    print(line, flush=True)
+
+
+def _print_near(ours: dict, near: dict, dt: dict) -> None:
+    keys = ["wall_s", "cpu_s", "peak_rss_gib", "rows_removed", "pair_recall", "pair_precision", "normal_rows_removed"]
+    keys += [k for k in dt if k.startswith("pair_recall_j")]
+    from data_gen.mix.build import LSH_RECALL
+    from data_gen.mix.hashing import lsh_params, verify_cutoff
+
+    bands, rows = lsh_params(THRESHOLD, 112, LSH_RECALL)
+    print(
+        f"\nnear dedup at Jaccard {THRESHOLD}, 5-word shingles, 112 permutations: build_mix LSH {bands} bands x {rows} "
+        f"rows, candidates checked at {verify_cutoff(THRESHOLD, bands * rows):.3f}; datatrove LSH {dt['bands']} "
+        f"bands x {dt['rows']} rows (P(candidate) >= 0.95 at the threshold), no check"
+    )
+    print(f"| {'metric':<26} | {'build_mix (all steps)':>21} | {'build_mix (near only)':>21} | {'datatrove':>10} |")
+    print(f"|{'-' * 28}|{'-' * 23}|{'-' * 23}|{'-' * 12}|")
+    for key in keys:
+        values = [_fmt(d.get(key, float("nan"))) for d in (ours, near, dt)]
+        print(f"| {key:<26} | {values[0]:>21} | {values[1]:>21} | {values[2]:>10} |")
 
 
 def _print(results: dict) -> None:
     ours, base = results["ours"], results.get("baseline", {})
     keys = [
         "wall_s",
+        "cpu_s",
         "peak_rss_gib",
         "num_rows",
         "exact_recall",
@@ -563,7 +827,7 @@ def _print(results: dict) -> None:
         "format_recall",
     ]
     keys += [k for k in ours if k.startswith("near_recall_j") or k in ("near_removed_any_step", "normal_rows_removed")]
-    print(f"\n{results['rows']:,} rows, {results['cpus']} CPUs")
+    print(f"\n{results['rows']:,} rows, {results['cpus']} CPUs (last round)")
     print(f"| {'metric':<26} | {'build_mix':>12} | {'naive baseline':>14} |")
     print(f"|{'-' * 28}|{'-' * 14}|{'-' * 16}|")
     for key in keys:

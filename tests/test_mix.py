@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_gen.mix import Decontam, Dedup, MixSource, build_mix
+from data_gen.mix.readers import KEPT_COLUMNS
 from data_gen.sources import SourceConfig
 from posttrain.errors import ConfigError, DataError
 
@@ -98,7 +99,8 @@ def test_counts_per_step_are_exact(tmp_path):
     }
     out = _output(tmp_path / "dataset")
     assert sorted(out["source_row"].to_pylist()) == [0, 1, 2, 10]
-    assert out.column_names == ["messages", "source", "domain", "repeat", "source_row"]
+    assert out.column_names == ["messages", "source", "domain", "repeat", "source_row", *KEPT_COLUMNS]
+    assert out["answer"].null_count == out.num_rows  # the source has no gold columns: null, schema unchanged
     assert result.metrics["rows_out"] == 4 and result.metrics["removed.chat_format"] == 5
     card = (tmp_path / "dataset" / "README.md").read_text()
     assert "| chat | chat, math, writing | 11 | 6 | 6 | 6 | 5 | 4 | 4 | 4 | 100.0% | 1.0 |" in card
@@ -262,6 +264,12 @@ def test_token_length_filter_matches_a_full_count(tmp_path):
     ]
     length = TokenLength(str(folder), max_tokens=300)
     full = np.array(length.count([r["messages"] for r in rows]))
+    # Counting piece by piece (cut at spaces) adds up to the whole count, and stops early past the limit.
+    assert length.piecewise
+    piecewise = np.array(length.count([r["messages"] for r in rows], stop_above=300))
+    assert np.array_equal(piecewise[full <= 300], full[full <= 300])
+    over, want = piecewise[full > 300], full[full > 300]  # exact, or negated: a partial count already past 300
+    assert ((over == want) | ((over < -300) & (-over < want))).all() and (over < 0).any()
     result = _build(
         [MixSource(data=_jsonl(tmp_path / "a.jsonl", rows))], tmp_path, tokenizer=str(folder), max_tokens=300
     )
@@ -355,3 +363,52 @@ def test_finished_build_is_returned_as_is(tmp_path):
     again = _build(src, tmp_path)
     assert again.composition == first.composition
     assert (tmp_path / "dataset" / "part-00000.parquet").stat().st_mtime_ns == stamp
+
+
+def test_verifier_columns_are_kept_from_sources_that_have_them(tmp_path, monkeypatch):
+    """Rows of a rejection-sampling dataset keep source_id and their gold (answer, tests, entry_point, metadata,
+    task) through the mix and a second mix; other sources' rows get nulls; the scan never reads those columns."""
+    import data_gen.mix.scan as scan
+    from data_gen.mix.write import OUTPUT_SCHEMA
+    from data_gen.rejection import GOLD_COLUMNS
+    from data_gen.shards import KEPT_SCHEMA
+
+    assert set(KEPT_COLUMNS) == {*GOLD_COLUMNS, "source_id"}
+    gold = []
+    for i, row in enumerate(_rows(1, 30)):
+        gold.append(
+            {
+                **row,
+                "sample_type": "r1",
+                "source": "reasoning_gym:chain_sum",
+                "source_id": f"chain_sum/{i}",
+                "answer": None if i == 3 else str(i * 7),
+                "tests": f"assert f({i}) == {i * 7}",
+                "entry_point": "f",
+                "metadata": json.dumps({"terms": i}),
+                "task": "chain_sum",
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(gold, schema=KEPT_SCHEMA), tmp_path / "distill.parquet")
+    other = [{**r, "answer": 42, "metadata": {"level": i}} for i, r in enumerate(_rows(2, 20))]  # not strings
+    sources = [
+        MixSource(data=f"parquet:{tmp_path / 'distill.parquet'}", name="distill"),
+        MixSource(data=_jsonl(tmp_path / "other.jsonl", other), name="other"),
+        MixSource(data=_jsonl(tmp_path / "plain.jsonl", _rows(3, 10)), name="plain"),
+    ]
+    scanned = []
+    read = scan.read_chunk
+    monkeypatch.setattr(scan, "read_chunk", lambda *a, **k: scanned.append(k) or read(*a, **k))
+    _build(sources, tmp_path / "one")
+    assert scanned and all(not k.get("keep_columns") for k in scanned)
+    out = pq.read_table(tmp_path / "one" / "dataset" / "part-00000.parquet")
+    assert out.schema.equals(OUTPUT_SCHEMA) and out.num_rows == 60
+    rows = {(r["source"], r["source_row"]): r for r in out.to_pylist()}
+    for i, g in enumerate(gold):
+        assert {k: rows["distill", i][k] for k in KEPT_COLUMNS} == {k: g[k] for k in KEPT_COLUMNS}
+    assert rows["other", 5]["answer"] == "42" and json.loads(rows["other", 5]["metadata"]) == {"level": 5}
+    assert rows["other", 5]["tests"] is None and rows["plain", 0]["source_id"] is None
+    again = _build([MixSource(data=str(tmp_path / "one" / "dataset"), name="again")], tmp_path / "two")
+    assert again.num_rows == 60
+    second = pq.read_table(tmp_path / "two" / "dataset" / "part-00000.parquet").to_pylist()
+    assert sorted(r["source_id"] for r in second if r["task"]) == sorted(g["source_id"] for g in gold)

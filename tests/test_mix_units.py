@@ -74,9 +74,7 @@ def test_window_hashes_match_a_direct_polynomial_and_stay_inside_groups():
     base = 0x9E3779B97F4A7C15
 
     def direct(words: np.ndarray) -> int:
-        return int(
-            mix64(np.array([sum(int(w) * pow(base, j, 2**64) for j, w in enumerate(words)) % 2**64], np.uint64))[0]
-        )
+        return sum(int(w) * pow(base, j, 2**64) for j, w in enumerate(words)) % 2**64
 
     assert grams[1] == direct(h[1:4]) and grams[5] == direct(h[7:9])
     assert Windows(h, groups).of(3)[1].tolist() == [0, 0, 0, 0, 0]
@@ -142,3 +140,45 @@ def test_draw_upsamples_every_row_before_repeating_any_twice():
     copies = draw(10, 25, rng)
     assert copies.sum() == 25 and copies.min() == 2 and copies.max() == 3 and (copies == 3).sum() == 5
     assert draw(10, 4, rng).tolist().count(1) == 4
+
+
+def test_first_occurrences_match_a_dict_even_when_keys_share_their_top_bits():
+    from data_gen.mix.pool import first_occurrences
+
+    rng = np.random.default_rng(0)
+    # Keys that differ only in their low bits (where the sort puts the row's rank) and keys that repeat.
+    keys = (rng.integers(0, 40, 5000).astype(np.uint64) << np.uint64(40)) | rng.integers(0, 3, 5000).astype(np.uint64)
+    rows = np.arange(5000, dtype=np.int64) * 3
+    seen, want_dup, want_first = {}, [], []
+    for k, r in zip(keys.tolist(), rows.tolist()):
+        if k in seen:
+            want_dup.append(r)
+            want_first.append(seen[k])
+        else:
+            seen[k] = r
+    for partition in (10**9, 1700):  # one pass, and several passes split by key value
+        dup, first = first_occurrences(lambda: iter([(keys, rows)]), len(keys), partition)
+        assert dup.tolist() == want_dup and first.tolist() == want_first
+
+
+def test_positions_are_one_permutation_whatever_the_ranges():
+    from data_gen.mix.sample import positions
+
+    for n in (1, 5, 999, 70_000):
+        whole = positions(0, n, n, seed=4)
+        assert np.array_equal(np.sort(whole), np.arange(n))
+        cut = n // 3
+        assert np.array_equal(np.concatenate([positions(0, cut, n, 4), positions(cut, n - cut, n, 4)]), whole)
+    assert not np.array_equal(positions(0, 999, 999, 4), positions(0, 999, 999, 5))
+
+
+def test_unicode_whitespace_and_message_boundaries_in_the_byte_tokens():
+    convs = [
+        [("user", "what\u00a0is\u30002+2?"), ("assistant", "it is 4.")],
+        [("user", "what is 2+2?"), ("assistant", "it is 4.")],
+        [("user", "what is 2+2?it"), ("assistant", " is 4.")],  # same text, another split between turns
+    ]
+    h = exact_hashes(*_flat(convs))
+    assert h[0] == h[1] != h[2]
+    words, msg = word_hashes(pa.array(["abc", "def", "", "ghi jkl", "x" * 100]))
+    assert msg.tolist() == [0, 1, 3, 3, 4] and len(set(words.tolist())) == 5

@@ -8,7 +8,8 @@
 Modules: `options` (the settings, shared with the `mix` stage), `readers` (sources -> chunks of normalised rows),
 `quality` (chat format, token length), `hashing` (exact hashes, MinHash, LSH), `decontam` (eval n-gram index),
 `scan` (the parallel per-chunk pass), `pool` (dedup over the whole input), `sample` (weights, upsampling,
-shuffle), `write` (sharded Parquet), `report` (card, plot, removed rows, metrics), `build` (`build_mix`).
+shuffle), `write` (sharded Parquet, parallel), `workers` (the process pool both passes share), `report` (card,
+plot, removed rows, metrics), `build` (`build_mix`).
 Importing this package loads only the options; the rest loads on first use, so the CLI starts fast.
 """
 

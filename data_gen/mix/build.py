@@ -3,9 +3,11 @@
 The order of work:
 1. open every source (cheap checks: files, columns, rows) and cut it into chunks;
 2. scan the chunks in worker processes: chat format, token length, exact hash, MinHash bands, eval n-grams;
-3. in the parent, over ~30 bytes per row: decontamination, exact dedup, near dedup, per-step counts;
-4. sample the surviving rows to the targets (upsampling with recorded repeats) and shuffle;
-5. write the shards (external shuffle), then the card, the plot, `removed.parquet` and `composition.json`.
+3. in the parent, over 1 byte per row held in memory (the rest read back from the scan files one chunk at a time):
+   decontamination, exact dedup, near dedup, per-step counts;
+4. sample the surviving rows to the targets (upsampling with recorded repeats; 4 more bytes per row) and shuffle;
+5. write the shards (external shuffle, on the same workers), then the card, the plot, `removed.parquet` and
+   `composition.json`.
 
 Everything is deterministic for a seed, whatever the number of workers. Work is cached under `work_dir` keyed by
 a fingerprint of the settings and the source files (sizes and mtimes): an interrupted build resumes from its last
@@ -28,15 +30,17 @@ import numpy as np
 from data_gen.mix import pool as pool_ops
 from data_gen.mix import report
 from data_gen.mix.decontam import EvalIndex, load_index
-from data_gen.mix.hashing import candidate_probability, lsh_params
+from data_gen.mix.hashing import candidate_probability, lsh_params, verify_cutoff
 from data_gen.mix.options import Decontam, Dedup, MixSource, check_sources
 from data_gen.mix.readers import SourceFiles, open_source
-from data_gen.mix.sample import positions, sample
+from data_gen.mix.sample import sample
 from data_gen.mix.scan import ScanSettings, run_scan
+from data_gen.mix.workers import Workers
 from data_gen.mix.write import ChunkSelection, shard_name, write_shards
 from posttrain.errors import ConfigError
 
-VERSION = 1  # bump when the scan's hashes or verdicts change, so that cached work is not reused
+VERSION = 2  # bump when the scan's hashes or verdicts change, so that cached work is not reused
+LSH_RECALL = 0.98  # P(a pair at the threshold shares a band): generous, candidates are checked on signatures
 
 
 @dataclass
@@ -118,16 +122,25 @@ def build_mix(
         return MixResult(
             out_dir, finished["num_output"], finished["num_shards"], finished, report.metrics(finished), files
         )
-    scan_dirs, index = _scan(sources, opened, settings, decontaminate, tokenizer, work_dir, num_workers, show_progress)
-    pool = _resolve(sources, opened, scan_dirs, settings)
-    kept = pool.removed_at == 0
-    copies, wanted = sample(sources, pool.source, kept, size, seed)
-    num_rows = int(copies.sum())
-    selections = _selections(sources, opened, pool, copies, positions(num_rows, seed))
-    with _progress(show_progress, -(-num_rows // rows_per_shard), "write shards") as bar:
-        num_shards = write_shards(
-            selections, num_rows, rows_per_shard, out_dir, work_dir / f"write-{fingerprint}", bar.update
-        )
+    with Workers(num_workers) as workers:
+        scan_dirs, index = _scan(sources, opened, settings, decontaminate, tokenizer, work_dir, workers, show_progress)
+        pool = _resolve(sources, opened, scan_dirs, settings)
+        ranges = [pool.source_range(s) for s in range(len(sources))]
+        copies, wanted = sample(sources, ranges, pool.removed_at == 0, size, seed)
+        num_rows = int(copies.sum())
+        selections = _selections(sources, opened, pool, copies)
+        num_shards = -(-num_rows // rows_per_shard)
+        with _progress(show_progress, len(selections) + max(num_shards, 1), "write chunks+shards") as bar:
+            num_shards = write_shards(
+                selections,
+                num_rows,
+                rows_per_shard,
+                seed,
+                out_dir,
+                work_dir / f"write-{fingerprint}",
+                workers,
+                bar.update,
+            )
     info = {
         "seed": seed,
         "size": size,
@@ -164,7 +177,8 @@ def _check(
 
 
 def _settings(dedup: Dedup, decontaminate: Decontam, tokenizer: Any, max_tokens: int | None) -> dict[str, Any]:
-    bands, rows = lsh_params(dedup.near_threshold, dedup.num_perm) if dedup.near_threshold else (0, 0)
+    near = dedup.near_threshold
+    bands, rows = lsh_params(near, dedup.num_perm, LSH_RECALL) if near else (0, 0)
     name = tokenizer if isinstance(tokenizer, str) or tokenizer is None else getattr(tokenizer, "name_or_path", "?")
     return {
         "version": VERSION,
@@ -174,7 +188,8 @@ def _settings(dedup: Dedup, decontaminate: Decontam, tokenizer: Any, max_tokens:
         "shingle_size": dedup.shingle_size,
         "bands": bands,
         "rows": rows,
-        "p_at_threshold": candidate_probability(dedup.near_threshold, bands, rows) if bands else None,
+        "p_at_threshold": candidate_probability(near, bands, rows) if bands else None,
+        "verify_at": round(verify_cutoff(near, bands * rows), 4) if bands else None,
         "decontaminate": [asdict(s) for s in decontaminate.against],
         "ngram": decontaminate.ngram,
         "min_ngram": decontaminate.min_ngram,
@@ -206,11 +221,11 @@ def _scan(
     decontaminate: Decontam,
     tokenizer: Any,
     work_dir: Path,
-    num_workers: int,
+    workers: Workers,
     show_progress: bool,
 ) -> tuple[list[Path], EvalIndex | None]:
     """Scan every source into its own cache folder, keyed by what the scan depends on (not weights or counts)."""
-    scan_keys = {k: v for k, v in settings.items() if k not in ("near_threshold", "p_at_threshold")}
+    scan_keys = {k: v for k, v in settings.items() if k not in ("near_threshold", "p_at_threshold", "verify_at")}
     dirs = []
     for src, files in zip(sources, opened):
         key = {
@@ -244,7 +259,6 @@ def _scan(
         max_tokens=settings["max_tokens"],
         eval_index=index,
     )
-    workers = num_workers or os.cpu_count() or 1
     with _progress(show_progress, sum(len(o.chunks) for o in opened), "scan chunks") as bar:
         run_scan(scan, workers, bar.update)
     return dirs, index
@@ -256,19 +270,18 @@ def _resolve(sources: list[MixSource], opened: list[SourceFiles], dirs: list[Pat
     if settings["exact"]:
         pool_ops.dedup_exact(pool)
     if settings["bands"]:
-        pool_ops.dedup_near(pool, settings["bands"])
+        pool_ops.dedup_near(pool, settings["bands"], settings["verify_at"])
     return pool
 
 
 def _selections(
-    sources: list[MixSource], opened: list[SourceFiles], pool: Any, copies: np.ndarray, order: np.ndarray
+    sources: list[MixSource], opened: list[SourceFiles], pool: Any, copies: np.ndarray
 ) -> list[ChunkSelection]:
-    """Per chunk: which local rows go into the mix, how often, and at which shuffled positions."""
-    copy_start = np.concatenate([[0], np.cumsum(copies, dtype=np.int64)])
-    out = []
+    """Per chunk with rows in the mix: which of its scanned rows, how often, and the number of its first copy."""
+    out, first_copy = [], 0
     for c in pool.chunks:
-        lo, hi = c.start, c.start + c.num_rows
-        chosen = np.flatnonzero(copies[lo:hi]) + lo
+        chosen = np.flatnonzero(copies[c.start : c.stop])
+        start, first_copy = first_copy, first_copy + int(copies[c.start : c.stop].sum(dtype=np.int64))
         if len(chosen) == 0:
             continue
         out.append(
@@ -277,9 +290,10 @@ def _selections(
                 chunk_index=c.index,
                 name=opened[c.source].name,
                 domain=sources[c.source].domain,
-                local_rows=pool.row[chosen] - c.row_offset,
-                copies=copies[chosen],
-                positions=order[copy_start[lo] : copy_start[hi]],
+                scan_file=c.path,
+                chosen=chosen,
+                copies=copies[c.start + chosen],
+                first_copy=start,
                 row_offset=c.row_offset,
             )
         )

@@ -7,8 +7,8 @@ more than `max_items` eval items are dropped as template text: an instruction sh
 otherwise flag every training row that uses the same instruction. Items shorter than `ngram` words but at least
 `min_ngram` long match as a whole; shorter ones cannot be matched without false alarms and are counted as skipped.
 
-Matching a batch costs one bitmap lookup per n-gram (a 16 MB prefilter on the top 24 bits) and a binary search
-for the few that pass.
+Matching a batch costs one lookup per n-gram in a prefilter bitmap on the top bits of the hash (sized to the index,
+so that it stays in the CPU cache and about 1 n-gram in 16 passes) and a binary search for the few that pass.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from data_gen.mix.hashing import Windows, window_hashes, word_hashes
 from data_gen.mix.options import Decontam
 
 TEXT_COLUMNS = ("answer", "canonical_solution", "completion", "response", "solution")
-_PREFILTER_BITS = 24
+_MAX_PREFILTER_BITS = 24
 
 
 @dataclass
@@ -36,6 +36,7 @@ class EvalIndex:
     num_skipped: int = 0
     num_template_ngrams: int = 0
     _prefilter: np.ndarray | None = field(default=None, repr=False)
+    _bits: int = field(default=0, repr=False)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -55,7 +56,8 @@ class EvalIndex:
             grams, owner = windows.of(n)
             if len(grams) == 0:
                 continue
-            passed = self._bitmap()[grams >> np.uint64(64 - _PREFILTER_BITS)]
+            bitmap = self._bitmap()
+            passed = bitmap[grams >> np.uint64(64 - self._bits)]
             grams, owner = grams[passed], owner[passed]
             pos = np.minimum(np.searchsorted(keys, grams), len(keys) - 1)
             hit = keys[pos] == grams
@@ -65,11 +67,13 @@ class EvalIndex:
         return out
 
     def _bitmap(self) -> np.ndarray:
-        """One bit per 2**40 hash values, set where any table has a key: most n-grams stop here."""
+        """One flag per range of hash values, set where any table has a key: most n-grams stop here."""
         if self._prefilter is None:
-            self._prefilter = np.zeros(1 << _PREFILTER_BITS, bool)
+            num_keys = sum(len(keys) for keys, _ in self.tables.values())
+            self._bits = int(np.clip(np.ceil(np.log2(max(num_keys, 1) * 16)), 10, _MAX_PREFILTER_BITS))
+            self._prefilter = np.zeros(1 << self._bits, bool)
             for keys, _ in self.tables.values():
-                self._prefilter[keys >> np.uint64(64 - _PREFILTER_BITS)] = True
+                self._prefilter[keys >> np.uint64(64 - self._bits)] = True
         return self._prefilter
 
 

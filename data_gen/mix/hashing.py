@@ -1,16 +1,23 @@
 """Text hashing for dedup and decontamination, vectorised over a batch of conversations with numpy and Arrow.
 
-- `exact_hashes`: one 64-bit hash per conversation of its roles and lower-cased, whitespace-collapsed contents.
-- `word_hashes`: the words of every message (lower-cased runs of letters and digits; non-ASCII bytes count as
-  letters), each hashed with xxh3 once per distinct word in the batch, so the Python loop runs over the
-  vocabulary, not the text.
-- `window_hashes`: hashes of every run of n consecutive words inside one conversation (shingles, n-grams).
-- `minhash`: MinHash signatures with K affine permutations `(a * x + b) mod 2**32` of the shingles' top 32 bits.
-  One vectorised pass per permutation over the whole batch. Measured end to end (words, shingles, 112
-  permutations) at 35 us per document against 82 for rensa, 195 for datatrove's method and 373 for datasketch
-  (`python benchmarks/mix.py --compare-minhash`), and its word hashes are shared with decontamination.
+Everything starts from one lower-cased copy of a batch's message contents (`TextBuffer`), cut into tokens by a
+byte mask, never into Python strings or Arrow lists of strings:
+
+- words (for near dedup and decontamination): runs of ASCII letters and digits and of non-ASCII bytes (so accented
+  and non-Latin letters count as letters); everything else breaks words. Each word is hashed from its bytes packed
+  eight to a 64-bit lane (one gather per 8 bytes, a splitmix64 finaliser in between), so a word of up to 8 bytes
+  gets a hash no other such word has.
+- exact-dedup hash: the same over whitespace-separated tokens (punctuation kept: "2+2" and "2-2" differ), then a
+  polynomial over the tokens of each message and over the (role, message) pairs of each conversation. Equal hashes
+  <=> the same roles and the same lower-cased, whitespace-collapsed, trimmed text (up to 64-bit collisions).
+  Whitespace is ASCII whitespace and the Unicode space characters (no-break, em, ideographic...).
+- `Windows`: hashes of every run of n consecutive words inside one conversation (shingles, n-grams), from one
+  prefix sum whatever n.
+- `minhash`: MinHash signatures with K affine permutations `(a * x + b) mod 2**32` of the shingles' top 32 bits;
+  one vectorised pass per permutation over each cache-sized block of the batch.
 - `band_hashes` / `lsh_params`: LSH banding. Bands and rows are picked so that a pair at the threshold is caught
-  with probability >= 0.95 while as few pairs below it as possible are.
+  with at least a given probability while as few pairs below it as possible are. Candidate pairs are then checked
+  on their signatures' low bytes (`b_bit_jaccard` against `verify_cutoff`), so the banding can be generous.
 
 Hash constants come from a fixed seed: the same text gets the same hashes in every process and every run.
 """
@@ -25,17 +32,19 @@ import xxhash
 _RNG = np.random.default_rng(0x5F3759DF)
 MULT = _RNG.integers(1, 2**63, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-# ASCII bytes that are not letters or digits become spaces (word breaks); upper case becomes lower case.
-_WORD_LUT = np.array([c if chr(c).isalnum() else 32 for c in range(128)] + list(range(128, 256)), np.uint8)
-_WORD_LUT[65:91] += 32
-_IS_SPACE = np.zeros(256, bool)
-_IS_SPACE[[9, 10, 11, 12, 13, 32]] = True
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# bytes.translate tables: 1 for a byte inside a word (ASCII letters, digits, any non-ASCII byte), else 0; and 1 for
+# a byte inside a whitespace-separated token (anything but ASCII whitespace), else 0.
+_WORD_TABLE = bytes(1 if (c >= 128 or chr(c).isalnum()) else 0 for c in range(256))
+_TOKEN_TABLE = bytes(0 if c in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32) else 1 for c in range(256))
+# _LANE_MASK[k] keeps the first k bytes of a little-endian 64-bit lane.
+_LANE_MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
+_LONG_TOKEN = 64  # tokens longer than this many bytes are hashed with xxh3, one Python call each
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads every input bit over the whole output (in place on a copy)."""
-    x = x.copy()
-    x ^= x >> np.uint64(30)
+    """splitmix64 finaliser: spreads every input bit over the whole output (a bijection; returns a new array)."""
+    x = x ^ (x >> np.uint64(30))
     x *= _MIX1
     x ^= x >> np.uint64(27)
     x *= _MIX2
@@ -51,58 +60,131 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return (np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)), offsets
 
 
-def _bytes_hashes(data: np.ndarray, offsets: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
-    """xxh3-64 of every byte range data[offsets[i]:offsets[i+1]]."""
-    view, out = memoryview(data), np.empty(len(offsets) - 1, np.uint64)
-    starts, stops = offsets[:-1].tolist(), offsets[1:].tolist()
-    if seeds is None:
-        out[:] = [xxhash.xxh3_64_intdigest(view[a:b]) for a, b in zip(starts, stops)]
-    else:
-        out[:] = [xxhash.xxh3_64_intdigest(view[a:b], s) for a, b, s in zip(starts, stops, seeds.tolist())]
-    return out
+class TextBuffer:
+    """The lower-cased bytes of a batch of messages, and their tokens as (start, stop) byte ranges."""
+
+    def __init__(self, contents: pa.Array):
+        lowered = pc.utf8_lower(pc.fill_null(contents, ""))
+        data, offsets = _string_buffers(lowered)
+        self.offsets = offsets - offsets[0]
+        self.num_msgs = len(contents)
+        self.raw = bytes(data[offsets[0] : offsets[-1]])
+        size = len(self.raw)
+        padded = self.raw + bytes(8)  # so that a 64-bit lane (or a 3-byte sequence) can be read at any byte
+        self.bytes = np.frombuffer(padded, np.uint8)
+        self.lanes = np.ndarray((size + 1,), "<u8", padded, 0, (1,))
+
+    def tokens(self, table: bytes, spaces: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, stops) of the maximal runs of bytes that `table` maps to 1, never across two messages; with
+        `spaces`, the Unicode space characters also break runs."""
+        inside = np.frombuffer(self.raw.translate(table), np.int8)
+        if spaces:
+            inside = self._unicode_spaces(inside)
+        size = len(inside)
+        if size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        edge = np.empty(size + 1, np.int8)  # +1 where a run starts, -1 where it stops, else 0
+        edge[0], edge[size] = inside[0], -inside[size - 1]
+        np.subtract(inside[1:], inside[:-1], out=edge[1:size])
+        bounds = self.offsets[1:-1]
+        bounds = np.unique(bounds[(bounds > 0) & (bounds < size)])
+        cross = bounds[(inside[bounds] & inside[bounds - 1]).astype(bool)]  # a run across two messages: cut it
+        edge[cross] = 1
+        starts, stops = np.flatnonzero(edge > 0), np.flatnonzero(edge < 0)
+        if len(cross):
+            stops = np.insert(stops, np.searchsorted(stops, cross), cross)
+        return starts, stops
+
+    def _unicode_spaces(self, inside: np.ndarray) -> np.ndarray:
+        d = self.bytes
+        lead = np.flatnonzero((d[: len(inside)] - np.uint8(0xC2)) <= np.uint8(0xE3 - 0xC2))
+        if len(lead) == 0:
+            return inside
+        b0, b1, b2 = d[lead], d[lead + 1], d[lead + 2]
+        two = (b0 == 0xC2) & ((b1 == 0x85) | (b1 == 0xA0))
+        general = (b2 <= 0x8A) | (b2 == 0xA8) | (b2 == 0xA9) | (b2 == 0xAF)
+        three = (
+            ((b0 == 0xE1) & (b1 == 0x9A) & (b2 == 0x80))
+            | ((b0 == 0xE2) & (b1 == 0x80) & (b2 >= 0x80) & general)
+            | ((b0 == 0xE2) & (b1 == 0x81) & (b2 == 0x9F))
+            | ((b0 == 0xE3) & (b1 == 0x80) & (b2 == 0x80))
+        )
+        if not (two.any() or three.any()):
+            return inside
+        inside = inside.copy()
+        for k, at in ((0, lead[two | three]), (1, lead[two | three]), (2, lead[three])):
+            inside[at + k] = 0
+        return inside
+
+    def token_hashes(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """uint64 hash of every byte range: lanes of 8 bytes folded through splitmix64, seeded by the length."""
+        length = stops - starts
+        h = mix64(self.lanes[starts] & _LANE_MASK[np.minimum(length, 8)] ^ length.astype(np.uint64) * _GOLDEN)
+        longer = np.flatnonzero(length > 8)
+        step = 8
+        while len(longer) and step < _LONG_TOKEN:
+            lane = self.lanes[starts[longer] + step] & _LANE_MASK[np.minimum(length[longer] - step, 8)]
+            h[longer] = mix64(h[longer] ^ lane)
+            step += 8
+            longer = longer[length[longer] > step]
+        if len(longer):
+            view = memoryview(self.raw)
+            h[longer] = [xxhash.xxh3_64_intdigest(view[a:b]) for a, b in zip(starts[longer], stops[longer])]
+        return h
+
+    def message_of(self, starts: np.ndarray) -> np.ndarray:
+        """int64 message index of every token (tokens in order)."""
+        counts = np.diff(np.searchsorted(starts, self.offsets))
+        return np.repeat(np.arange(self.num_msgs, dtype=np.int64), counts)
 
 
-def exact_hashes(roles: pa.Array, contents: pa.Array, conv_offsets: np.ndarray) -> np.ndarray:
+def exact_hashes(roles: pa.Array, contents: pa.Array, conv_offsets: np.ndarray, text: TextBuffer | None = None):
     """One hash per conversation of its (role, normalised content) sequence.
 
     Normalisation: Unicode lower case; runs of whitespace become one space; leading and trailing whitespace of each
-    message is dropped. Punctuation is kept ("2+2" and "2-2" differ). All in Arrow kernels, then one xxh3 call
-    per conversation over "role\x1fcontent\x1erole\x1fcontent...".
+    message is dropped. Punctuation is kept ("2+2" and "2-2" differ).
 
     Args:
         roles, contents: string arrays with one element per message (nulls read as "").
         conv_offsets: int64 [num_convs + 1], message range of each conversation.
+        text: the contents' `TextBuffer`, when the caller has one already.
     Returns:
         uint64 [num_convs].
     """
-    words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(pc.utf8_lower(pc.fill_null(contents, ""))))
-    tagged = pc.binary_join_element_wise(pc.fill_null(roles, ""), pc.binary_join(words, " "), "\x1f")
-    convs = pa.LargeListArray.from_arrays(pa.array(conv_offsets, pa.int64()), tagged)
-    data, offsets = _string_buffers(pc.binary_join(convs, "\x1e"))
-    return _bytes_hashes(data, offsets)
+    text = text or TextBuffer(contents)
+    starts, stops = text.tokens(_TOKEN_TABLE, spaces=True)
+    msg_hash = _polynomial(text.token_hashes(starts, stops), text.message_of(starts), text.num_msgs)
+    encoded = pc.dictionary_encode(pc.fill_null(roles, "").cast(pa.string()))
+    role_hash = np.array(
+        [xxhash.xxh3_64_intdigest(r.encode("utf-8")) for r in encoded.dictionary.to_pylist()], np.uint64
+    )
+    tagged = mix64(msg_hash ^ role_hash[encoded.indices.to_numpy()]) if len(msg_hash) else msg_hash
+    conv = np.repeat(np.arange(len(conv_offsets) - 1), np.diff(conv_offsets))
+    return _polynomial(tagged, conv, len(conv_offsets) - 1)
 
 
-def word_hashes(contents: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def _polynomial(values: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
+    """mix64(count + sum_j values[j] * P**j) per group, j counting from 0 inside each group (groups sorted)."""
+    out = np.zeros(num_groups, np.uint64)
+    counts = np.bincount(groups, minlength=num_groups).astype(np.int64)
+    if len(values):
+        power, inverse = _powers(len(values) + 1)
+        prefix = np.zeros(len(values) + 1, np.uint64)
+        np.cumsum(values * power[: len(values)], out=prefix[1:])
+        first = np.concatenate([[0], np.cumsum(counts)])
+        out = (prefix[first[1:]] - prefix[first[:-1]]) * inverse[first[:-1]]
+    return mix64(out + counts.astype(np.uint64))
+
+
+def word_hashes(contents: pa.Array, text: TextBuffer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Hash the words of every message.
 
     Returns:
         (hashes uint64 [num_words], message index int64 [num_words]), words in text order.
     """
-    lowered = pc.utf8_lower(pc.fill_null(contents, ""))
-    data, offsets = _string_buffers(lowered)
-    mapped = pa.py_buffer(_WORD_LUT[data])
-    offsets_buf = pa.py_buffer(offsets.astype(np.int64))
-    cleaned = pa.LargeStringArray.from_buffers(len(lowered), offsets_buf, mapped)
-    words = pc.ascii_split_whitespace(cleaned)
-    counts = np.diff(words.offsets.to_numpy())
-    flat = pc.list_flatten(words)
-    if len(flat) == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    encoded = pc.dictionary_encode(flat)
-    vocab_data, vocab_offsets = _string_buffers(encoded.dictionary)
-    vocab_hashes = _bytes_hashes(vocab_data, vocab_offsets)
-    hashes = vocab_hashes[encoded.indices.to_numpy()]
-    return hashes, np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    text = text or TextBuffer(contents)
+    starts, stops = text.tokens(_WORD_TABLE)
+    return text.token_hashes(starts, stops), text.message_of(starts)
 
 
 def window_hashes(
@@ -123,15 +205,17 @@ def window_hashes(
 class Windows:
     """Word-window hashes of every length from one set of prefix sums.
 
-    A window's hash is the polynomial sum(h[i + j] * P**j) mod 2**64 (then mixed), computed for all windows at
-    once from prefix sums of h[t] * P**t, scaled back by P**-i (P is odd, so it has an inverse mod 2**64): a
-    constant number of passes whatever the window length, and shingles and n-grams share the prefix sums.
+    A window's hash is the polynomial sum(h[i + j] * P**j) mod 2**64, computed for all windows at once from prefix
+    sums of h[t] * P**t, scaled back by P**-i (P is odd, so it has an inverse mod 2**64): a constant number of
+    passes whatever the window length, and shingles and n-grams share the prefix sums. The word hashes are
+    already uniform, so the windows need no finaliser.
     """
 
     def __init__(self, hashes: np.ndarray, groups: np.ndarray):
         self.hashes, self.groups = hashes, groups
         num = len(hashes)
-        power, self.inverse = _powers(num + 1)
+        power, inverse = _powers(num + 1)
+        self.inverse = inverse[: num + 1]
         self.prefix = np.zeros(num + 1, np.uint64)
         np.cumsum(hashes * power[:num], out=self.prefix[1:])
 
@@ -140,11 +224,12 @@ class Windows:
         groups, num = self.groups, len(self.hashes)
         if num == 0:
             return self.hashes, groups
-        valid = np.zeros(num, bool)
         if num >= n:
-            valid[: num - n + 1] = groups[n - 1 :] == groups[: num - n + 1]
-        keep = np.flatnonzero(valid)
-        ends = keep + n
+            window = (self.prefix[n:] - self.prefix[: num - n + 1]) * self.inverse[: num - n + 1]
+            valid = groups[n - 1 :] == groups[: num - n + 1]
+            window, owner = window[valid], groups[: num - n + 1][valid]
+        else:
+            window, owner = np.zeros(0, np.uint64), np.zeros(0, groups.dtype)
         if whole_short:
             first = np.ones(num, bool)
             first[1:] = groups[1:] != groups[:-1]
@@ -152,23 +237,23 @@ class Windows:
             sizes = np.diff(np.append(group_starts, num))
             short = sizes < n
             if short.any():
-                keep = np.concatenate([keep, group_starts[short]])
-                ends = np.concatenate([ends, group_starts[short] + sizes[short]])
-                order = np.argsort(keep, kind="stable")
-                keep, ends = keep[order], ends[order]
-        window = (self.prefix[ends] - self.prefix[keep]) * self.inverse[keep]
-        return mix64(window), groups[keep]
+                lo, hi = group_starts[short], group_starts[short] + sizes[short]
+                extra = (self.prefix[hi] - self.prefix[lo]) * self.inverse[lo]
+                window, owner = np.concatenate([window, extra]), np.concatenate([owner, groups[lo]])
+                order = np.argsort(owner, kind="stable")
+                window, owner = window[order], owner[order]
+        return window, owner
 
 
 _POWERS: list[np.ndarray] = []
 
 
 def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(P**t, P**-t) mod 2**64 for t < size, cached and grown by doubling."""
+    """(P**t, P**-t) mod 2**64 for t < size (at least), cached and grown by doubling."""
     if not _POWERS or len(_POWERS[0]) < size:
-        length = max(size, 2 * len(_POWERS[0]) if _POWERS else 1 << 16)
-        base, inv = np.uint64(0x9E3779B97F4A7C15), np.uint64(pow(0x9E3779B97F4A7C15, -1, 2**64))
-        _POWERS[:] = [_cumpow(base, length), _cumpow(inv, length)]
+        length = max(size, 2 * len(_POWERS[0]) if _POWERS else 1 << 21)
+        inv = np.uint64(pow(int(_GOLDEN), -1, 2**64))
+        _POWERS[:] = [_cumpow(_GOLDEN, length), _cumpow(inv, length)]
     return _POWERS[0], _POWERS[1]
 
 
@@ -187,8 +272,17 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def minhash(shingles: np.ndarray, groups: np.ndarray, num_groups: int, perms: tuple[np.ndarray, np.ndarray]):
+def minhash(
+    shingles: np.ndarray,
+    groups: np.ndarray,
+    num_groups: int,
+    perms: tuple[np.ndarray, np.ndarray],
+    block: int = 1 << 16,
+):
     """MinHash signatures.
+
+    The shingles are taken in blocks of about `block` (whole groups), every permutation over one block before
+    the next: a block stays in the CPU cache (1.5-2x faster than whole-batch passes, more on a busy machine).
 
     Args:
         shingles: uint64 [M] shingle hashes; groups: int64 [M] non-decreasing group of each.
@@ -206,11 +300,20 @@ def minhash(shingles: np.ndarray, groups: np.ndarray, num_groups: int, perms: tu
     first[1:] = groups[1:] != groups[:-1]
     starts = np.flatnonzero(first)
     present = groups[starts]
-    values = np.empty_like(x)
-    for k in range(len(a)):
-        np.multiply(x, a[k], out=values)
-        values += b[k]
-        sig[present, k] = np.minimum.reduceat(values, starts)
+    bounds = np.append(starts, len(x))
+    values = np.empty(block + int(np.diff(bounds).max()), np.uint32)
+    g = 0
+    while g < len(starts):
+        h = min(len(starts), max(g + 1, int(np.searchsorted(bounds, bounds[g] + block, side="right")) - 1))
+        lo, hi = bounds[g], bounds[h]
+        xs, v, rel = x[lo:hi], values[: hi - lo], starts[g:h] - lo
+        out = np.empty((h - g, len(a)), np.uint32)
+        for k in range(len(a)):
+            np.multiply(xs, a[k], out=v)
+            v += b[k]
+            out[:, k] = np.minimum.reduceat(v, rel)
+        sig[present[g:h]] = out
+        g = h
     return sig
 
 
@@ -235,6 +338,20 @@ def lsh_params(threshold: float, num_perm: int, recall: float = 0.95) -> tuple[i
         if 1 - (1 - threshold**rows) ** bands >= recall:
             best = (bands, rows)
     return best
+
+
+def verify_cutoff(threshold: float, num_perm: int) -> float:
+    """Least estimated Jaccard similarity (share of agreeing MinHash values) that a candidate pair needs: three
+    standard deviations of the estimate below the threshold, so that a pair at the threshold passes with
+    probability ~0.999, while LSH collisions of dissimilar texts are dropped."""
+    return threshold - 3 * (threshold * (1 - threshold) / num_perm) ** 0.5
+
+
+def b_bit_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity per row from the low bytes of two signatures (uint8 [N, K] each): the share of
+    equal bytes, less the 1/256 of chance agreement."""
+    agree = (a == b).mean(axis=1)
+    return (agree - 1 / 256) / (1 - 1 / 256)
 
 
 def candidate_probability(jaccard: float, bands: int, rows: int) -> float:

@@ -6,7 +6,10 @@ saved with `datasets.save_to_disk` (cut at record batches), or any other source 
 cheaply (the files exist, the columns are right, there are rows) and raises a one-line `DataError` naming the
 source, the file and the fix. `read_chunk` yields normalised Arrow tables: `messages` as
 list<struct<role, content>>, `domain` as a string, and `row`, the row's index inside its chunk, so that a second
-pass finds the same rows again.
+pass finds the same rows again. The write pass also asks for `KEPT_COLUMNS` (what a verifier needs to re-check a
+row: `source_id` and the gold `answer`, `tests`, `entry_point`, `metadata`, `task` of rejection-sampling
+datasets), as strings (JSON for anything that is not one), null where a source does not have them; the scan never
+reads them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from posttrain.errors import DataError
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
+# data_gen.rejection.GOLD_COLUMNS and source_id (not imported: the scan workers stay light).
+KEPT_COLUMNS = ("source_id", "answer", "tests", "entry_point", "metadata", "task")
 COLUMNS_FIX = "give each row 'messages' (a list of {role, content}) or 'prompt' and 'completion' columns"
 Format = Literal["messages", "pair"]
 
@@ -231,37 +236,64 @@ def _open_text(path: str):
     return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
 
 
-def read_chunk(src: SourceFiles, chunk: Chunk, domain: str | None, batch_rows: int = 8192) -> Iterator[pa.Table]:
-    """Yield normalised tables (`messages`, `domain`, `row`) for one chunk, at most `batch_rows` rows each.
+def read_chunk(
+    src: SourceFiles, chunk: Chunk, domain: str | None, batch_rows: int = 8192, keep_columns: bool = False
+) -> Iterator[pa.Table]:
+    """Yield normalised tables (`messages`, `domain`, `row`, and with `keep_columns` every `KEPT_COLUMNS` as a
+    string column) for one chunk, at most `batch_rows` rows each.
 
     `row` numbers the chunk's rows from 0. Raises DataError for a malformed JSONL line (naming the file and line).
     """
     columns = ["messages"] if src.format == "messages" else ["prompt", src.completion]
     if src.has_domain:
         columns.append("domain")
+    if keep_columns:
+        columns += [c for c in KEPT_COLUMNS if c not in columns]
     offset = 0
-    for raw in _raw_batches(src, chunk, columns, batch_rows):
-        yield normalise(raw, src.format, src.completion, domain, offset)
+    for raw in _raw_batches(src, chunk, columns, batch_rows, keep_columns):
+        table = normalise(raw, src.format, src.completion, domain, offset)
+        if keep_columns:
+            for name in KEPT_COLUMNS:
+                column = raw[name].combine_chunks() if name in raw.column_names else pa.nulls(raw.num_rows)
+                table = table.append_column(name, as_text(column))
+        yield table
         offset += raw.num_rows
 
 
-def _raw_batches(src: SourceFiles, chunk: Chunk, columns: list[str], batch_rows: int) -> Iterator[pa.Table]:
+def as_text(arr: pa.Array) -> pa.Array:
+    """A column as strings: strings as they are, nulls as nulls, anything else as JSON."""
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_null(arr.type):
+        return arr.cast(pa.string())
+    values = arr.to_pylist()
+    return pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
+
+
+def _raw_batches(
+    src: SourceFiles, chunk: Chunk, columns: list[str], batch_rows: int, optional: bool = False
+) -> Iterator[pa.Table]:
+    """Raw batches of the chunk's `columns`; with `optional`, columns beyond the first two may be missing."""
     if src.kind == "parquet":
         pf = pq.ParquetFile(chunk.file)
+        names = set(pf.schema_arrow.names)
         groups = list(range(chunk.start, chunk.stop))
-        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
+        present = [c for c in columns if c in names] if optional else columns
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=present):
             yield pa.Table.from_batches([batch])
     elif src.kind == "arrow":
         with pa.memory_map(chunk.file) as source:
-            for i, batch in enumerate(pa.ipc.open_stream(source)):
+            reader = pa.ipc.open_stream(source)
+            present = [c for c in columns if c in reader.schema.names] if optional else columns
+            for i, batch in enumerate(reader):
                 if chunk.start <= i < chunk.stop:
                     for start in range(0, batch.num_rows, batch_rows):
-                        yield pa.Table.from_batches([batch.slice(start, batch_rows)]).select(columns)
+                        yield pa.Table.from_batches([batch.slice(start, batch_rows)]).select(present)
     else:
-        yield from _jsonl_batches(src, chunk, columns, batch_rows)
+        yield from _jsonl_batches(src, chunk, columns, batch_rows, optional)
 
 
-def _jsonl_batches(src: SourceFiles, chunk: Chunk, columns: list[str], batch_rows: int) -> Iterator[pa.Table]:
+def _jsonl_batches(
+    src: SourceFiles, chunk: Chunk, columns: list[str], batch_rows: int, infer: bool = False
+) -> Iterator[pa.Table]:
     """Parse a byte range of whole lines with Arrow's JSON reader; fall back to `json` for a precise error."""
     if chunk.file.endswith(".gz"):
         with gzip.open(chunk.file, "rb") as f:
@@ -271,9 +303,9 @@ def _jsonl_batches(src: SourceFiles, chunk: Chunk, columns: list[str], batch_row
     base = chunk.start
     for block in blocks:
         try:
-            table = _parse_json(block, src.format)
+            table = _parse_json(block, src.format, infer)
         except pa.ArrowInvalid:
-            table = _parse_json_rows(block, src, chunk.file, base)
+            table = _parse_json_rows(block, src, chunk.file, base, columns if infer else [])
         base += len(block)
         for start in range(0, table.num_rows, batch_rows):
             yield table.slice(start, batch_rows).select([c for c in columns if c in table.column_names])
@@ -294,18 +326,21 @@ def _byte_blocks(chunk: Chunk, block_bytes: int) -> Iterator[bytes]:
             yield data[:cut]
 
 
-def _parse_json(block: bytes, fmt: Format) -> pa.Table:
+def _parse_json(block: bytes, fmt: Format, infer: bool = False) -> pa.Table:
+    """Parse with Arrow; `infer` also parses the fields beyond messages and domain (their types inferred)."""
     schema = None
     if fmt == "messages":
         schema = pa.schema([("messages", MESSAGES_TYPE), ("domain", pa.string())])
-    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore" if schema else "infer")
+    behaviour = "ignore" if schema is not None and not infer else "infer"
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior=behaviour)
     read = pj.ReadOptions(block_size=max(len(block), 1 << 20), use_threads=False)
     return pj.read_json(io.BytesIO(block), read_options=read, parse_options=options)
 
 
-def _parse_json_rows(block: bytes, src: SourceFiles, path: str, base: int) -> pa.Table:
+def _parse_json_rows(block: bytes, src: SourceFiles, path: str, base: int, keep: list[str] | None = None) -> pa.Table:
     """Line-by-line parse: rows whose messages have the wrong shape become empty (chat validation drops them);
-    a line that is not JSON raises a DataError with its line number."""
+    a line that is not JSON raises a DataError with its line number. `keep`: also these fields (as JSON text
+    unless they are strings)."""
     rows = []
     for i, line in enumerate(block.split(b"\n")):
         if not line.strip():
@@ -317,7 +352,12 @@ def _parse_json_rows(block: bytes, src: SourceFiles, path: str, base: int) -> pa
         except ValueError as e:
             lineno = _line_number(path, base) + i
             raise DataError(f"source '{src.name}': {path}:{lineno}: {e}; fix or delete the line") from None
-        rows.append(_clean_row(row, src.format, src.completion))
+        clean = _clean_row(row, src.format, src.completion)
+        for name in keep or ():
+            if name in KEPT_COLUMNS:
+                value = row.get(name)
+                clean[name] = value if value is None or isinstance(value, str) else json.dumps(value, default=str)
+        rows.append(clean)
     return pa.Table.from_pylist(rows)
 
 

@@ -33,22 +33,27 @@ STEP_LABELS = {
 
 def composition(pool: Pool, copies: np.ndarray, wanted: list[int], info: dict[str, Any]) -> dict[str, Any]:
     """Counts after every step per source and per domain, the output, and the settings that produced them."""
-    by_source = remaining(pool, "source")
-    by_domain = remaining(pool, "domain")
+    by_source = remaining(pool, "source", copies)
+    by_domain = remaining(pool, "domain", copies)
+    num_bytes = np.zeros(len(pool.source_names))
+    domains: list[set[int]] = [set() for _ in pool.source_names]
+    for i, c in enumerate(pool.chunks):
+        if c.num_rows:
+            domain, size = pool.chunk_arrays(i, "domain", "num_bytes")
+            num_bytes[c.source] += float(size.sum())
+            domains[c.source].update(np.unique(domain).tolist())
     for s, name in enumerate(pool.source_names):
-        mine = pool.source == s
-        out, used = int(copies[mine].sum()), int((copies[mine] > 0).sum())
+        lo, hi = pool.source_range(s)
+        mine = copies[lo:hi]
+        out, used = int(mine.sum()), int((mine > 0).sum())
         by_source[name].update(
             target=wanted[s],
             output=out,
             repeats=round(out / used, 3) if used else 0.0,  # copies per row taken: > 1 when upsampled
-            num_repeated_rows=int((copies[mine] > 1).sum()),
-            domains=sorted({pool.domain_names[d] for d in np.unique(pool.domain[mine])}),
-            mb_text=round(float(pool.num_bytes[mine].sum()) / 1e6, 1),
+            num_repeated_rows=int((mine > 1).sum()),
+            domains=sorted(pool.domain_names[d] for d in domains[s]),
+            mb_text=round(num_bytes[s] / 1e6, 1),
         )
-    out_by_domain = np.bincount(pool.domain, weights=copies, minlength=len(pool.domain_names))
-    for d, name in enumerate(pool.domain_names):
-        by_domain[name]["output"] = int(out_by_domain[d])
     removed = np.bincount(pool.removed_at, minlength=len(STEPS))
     return {
         **info,
@@ -91,7 +96,9 @@ def card(comp: dict[str, Any], title: str, plot_name: str | None) -> str:
         "```",
         "",
         "Columns: `messages` (list of {role, content}), `source`, `domain`, `repeat` (0 for the first copy of an "
-        "upsampled row), `source_row` (row number in its source).",
+        "upsampled row), `source_row` (row number in its source), and what a verifier needs to re-check a row, "
+        "kept from sources that have them and null otherwise: `source_id`, `answer`, `tests`, `entry_point`, "
+        "`metadata`, `task` (strings; JSON for structured values).",
         "",
         "## Composition by source",
         "",
@@ -142,7 +149,9 @@ def _step_notes(comp: dict[str, Any]) -> list[str]:
         if s["exact"]
         else "off.",
         "near_dedup": f"MinHash over {s['shingle_size']}-word shingles, LSH {s['bands']} bands x {s['rows']} rows; "
-        f"a pair at Jaccard {s['near_threshold']} is caught with probability {s['p_at_threshold']:.3f}."
+        f"a pair at Jaccard {s['near_threshold']} becomes a candidate with probability {s['p_at_threshold']:.3f}, "
+        f"and a candidate is removed when its signature agrees with the earlier row's on at least "
+        f"{s.get('verify_at') or 0:.3f} (estimated Jaccard, from the values' low bytes)."
         if s.get("near_threshold")
         else "off.",
     }
@@ -178,35 +187,78 @@ def plot(comp: dict[str, Any], path: Path) -> None:
 
 def removed_table(pool: Pool, eval_names: list[str]) -> pa.Table:
     """One row per removed input row: source, row, step, reason, duplicate_of_source/row, eval_item (the eval item
-    it shares an n-gram with, whichever step removed it)."""
-    idx = np.flatnonzero(pool.removed_at > 0)
-    step = pool.removed_at[idx]
+    it shares an n-gram with, whichever step removed it). Built one chunk at a time."""
     names = pa.array(pool.source_names, pa.string())
-    dup = pool.dup_of[idx]
+    evals = pa.array(eval_names or [""], pa.string())
+    columns: dict[str, list] = {k: [] for k in ("global", "source", "row", "step", "reason", "num_tokens", "contam")}
+    for i, c in enumerate(pool.chunks):
+        local = np.flatnonzero(pool.removed_at[c.start : c.stop] > 0) if c.num_rows else []
+        if not len(local):
+            continue
+        row, reason, num_tokens, contam = pool.chunk_arrays(i, "row", "reason", "num_tokens", "contam")
+        columns["global"].append(c.start + local)
+        columns["source"].append(np.full(len(local), c.source, np.int32))
+        columns["row"].append(row[local].astype(np.int64) + c.row_offset)
+        columns["step"].append(pool.removed_at[c.start + local])
+        columns["reason"].append(reason[local])
+        columns["num_tokens"].append(num_tokens[local])
+        columns["contam"].append(contam[local])
+    empty = {"global": np.int64, "source": np.int32, "row": np.int64, "step": np.uint8, "reason": np.uint8}
+    empty.update(num_tokens=np.int32, contam=np.int32)
+    arr = {k: np.concatenate(v) if v else np.zeros(0, empty[k]) for k, v in columns.items()}
+    dup = np.full(len(arr["global"]), -1, np.int64)
+    if len(pool.dup_rows):
+        at = np.minimum(np.searchsorted(pool.dup_rows, arr["global"]), len(pool.dup_rows) - 1)
+        found = pool.dup_rows[at] == arr["global"]
+        dup[found] = pool.dup_of[at[found]]
     has_dup = dup >= 0
-    dup_safe = np.where(has_dup, dup, 0)
-    contam = pool.contam[idx]  # also for rows another step removed: they overlap the eval set all the same
-    reasons = [_reason(int(s), int(r), int(t)) for s, r, t in zip(step, pool.reason[idx], pool.num_tokens[idx])]
+    dup_source, dup_row = _locate(pool, np.where(has_dup, dup, 0))
+    contam = arr["contam"]
     return pa.table(
         {
-            "source": names.take(pa.array(pool.source[idx])),
-            "row": pa.array(pool.row[idx]),
-            "step": pa.array(STEPS, pa.string()).take(pa.array(step.astype(np.int64))),
-            "reason": pa.array(reasons, pa.string()),
-            "duplicate_of_source": names.take(pa.array(pool.source[dup_safe], mask=~has_dup)),
-            "duplicate_of_row": pa.array(pool.row[dup_safe], mask=~has_dup),
-            "eval_item": pa.array([eval_names[c] if c >= 0 else None for c in contam], pa.string()),
+            "source": names.take(pa.array(arr["source"])),
+            "row": pa.array(arr["row"]),
+            "step": pa.array(STEPS, pa.string()).take(pa.array(arr["step"].astype(np.int64))),
+            "reason": _reasons(arr["step"], arr["reason"], arr["num_tokens"]),
+            "duplicate_of_source": names.take(pa.array(dup_source, mask=~has_dup)),
+            "duplicate_of_row": pa.array(dup_row, mask=~has_dup),
+            "eval_item": evals.take(pa.array(np.maximum(contam, 0), mask=contam < 0)),
         }
     )
 
 
-def _reason(step: int, reason: int, num_tokens: int) -> str:
-    name = STEPS[step]
-    if name == "chat_format":
-        return CHAT_REASONS.get(reason, "invalid")
-    if name == "token_length":
-        return f"{num_tokens} tokens" if num_tokens >= 0 else "longer than the limit (by its byte count)"
-    return {"exact_dedup": "same normalised text", "near_dedup": "shares an LSH band"}.get(name, "n-gram overlap")
+def _locate(pool: Pool, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(source, row inside the source) of global rows, reading each chunk's row numbers once."""
+    starts = np.array([c.start for c in pool.chunks], np.int64)
+    chunk = np.searchsorted(starts, rows, side="right") - 1
+    source, row = np.zeros(len(rows), np.int32), np.zeros(len(rows), np.int64)
+    for i in np.unique(chunk):
+        c, mine = pool.chunks[i], np.flatnonzero(chunk == i)
+        (local,) = pool.chunk_arrays(int(i), "row")
+        source[mine] = c.source
+        row[mine] = local[rows[mine] - c.start].astype(np.int64) + c.row_offset
+    return source, row
+
+
+def _reasons(step: np.ndarray, reason: np.ndarray, num_tokens: np.ndarray) -> pa.Array:
+    fixed = {
+        "exact_dedup": "same normalised text",
+        "near_dedup": "shares an LSH band, signatures agree",
+        "decontaminate": "n-gram overlap",
+    }
+    out = np.array([fixed.get(name, "") for name in STEPS], object)[step]
+    chat = step == STEPS.index("chat_format")
+    out[chat] = np.array([CHAT_REASONS.get(r, "invalid") for r in range(256)], object)[reason[chat]]
+    for k in np.flatnonzero(step == STEPS.index("token_length")):
+        n = int(num_tokens[k])
+        out[k] = (
+            f"{n} tokens"
+            if n >= 0
+            else f"{-n}+ tokens (counting stopped past the limit)"
+            if n < -1
+            else "longer than the limit (by its byte count)"
+        )
+    return pa.array(out.tolist(), pa.string())
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -2,18 +2,18 @@
 
 For each row: the chat-format reason, the token count and length verdict, the exact-dedup hash, the LSH band
 hashes and the eval item it shares an n-gram with. A chunk's arrays go to `chunk-NNNNN.npz` (band hashes to a
-`.bands.npy` beside it, transposed so that one band reads contiguously), written to a temporary name and renamed:
-a file with the final name is complete, so an interrupted scan resumes at the first missing chunk. Chunks run in
-a pool of worker processes (spawned, so nothing of the parent's threads is inherited); the text never leaves the
-worker, only a few dozen bytes per row reach the disk.
+`.bands.npy` beside it, transposed so that one band reads contiguously, and the low byte of every MinHash value
+to a `.sig.npy`, one row per conversation, for checking candidate pairs), written to a temporary name and renamed:
+a file with the final name is complete, so an interrupted scan resumes at the first missing chunk. Chunks run on
+the build's worker processes (`workers.Workers`); the text never leaves the worker, only a few dozen bytes per row
+reach the disk.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
-from multiprocessing import get_context
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_gen.mix.decontam import EvalIndex
-from data_gen.mix.hashing import Windows, band_hashes, exact_hashes, minhash, permutations, word_hashes
+from data_gen.mix.hashing import TextBuffer, Windows, band_hashes, exact_hashes, minhash, permutations, word_hashes
 from data_gen.mix.quality import TokenLength, validate_chat
 from data_gen.mix.readers import SourceFiles, read_chunk
 
@@ -45,7 +45,8 @@ class ScanSettings:
     tokenizer: Any
     max_tokens: int | None
     eval_index: EvalIndex | None
-    batch_rows: int = 8192
+    batch_rows: int = 4096
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # a worker sets up once per settings
 
 
 _WORKER: dict[str, Any] = {}
@@ -56,16 +57,21 @@ def chunk_path(out_dir: Path, index: int) -> Path:
 
 
 def _init(settings: ScanSettings) -> None:
+    if _WORKER.get("token") == settings.token:
+        return
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
     _WORKER.clear()
+    _WORKER["token"] = settings.token
     _WORKER["settings"] = settings
-    _WORKER["perms"] = permutations(settings.num_perm)
+    a, b = permutations(settings.num_perm)
+    used = settings.bands * settings.rows  # the LSH bands read only these
+    _WORKER["perms"] = (a[:used], b[:used])
     if settings.max_tokens is not None:
         _WORKER["length"] = TokenLength(settings.tokenizer, settings.max_tokens)
 
 
-def _scan_task(source: int, index: int) -> tuple[int, int]:
-    settings: ScanSettings = _WORKER["settings"]
+def _scan_task(settings: ScanSettings, source: int, index: int) -> tuple[int, int]:
+    _init(settings)
     src = settings.sources[source]
     parts, num_read = [], 0
     for table in read_chunk(src, src.chunks[index], settings.domains[source], settings.batch_rows):
@@ -91,6 +97,7 @@ def scan_batch(table: pa.Table, settings: ScanSettings) -> dict[str, np.ndarray]
     msg_bytes = np.concatenate([[0], np.cumsum(pc.fill_null(pc.binary_length(contents), 0).to_numpy())])
     content_bytes = msg_bytes[conv_offsets[1:]] - msg_bytes[conv_offsets[:-1]]
     status = np.where(reason > 0, STATUS_FORMAT, STATUS_OK).astype(np.uint8)
+    text = TextBuffer(contents) if settings.exact or settings.bands or settings.eval_index is not None else None
     num_tokens = np.full(n, -1, np.int32)
     if "length" in _WORKER:
         valid = np.flatnonzero(reason == 0)
@@ -103,27 +110,29 @@ def scan_batch(table: pa.Table, settings: ScanSettings) -> dict[str, np.ndarray]
         "reason": reason,
         "num_tokens": num_tokens,
         "num_bytes": content_bytes,
-        "domain": table["domain"].to_numpy(zero_copy_only=False).astype(str),
-        "exact": exact_hashes(roles, contents, conv_offsets) if settings.exact else np.zeros(n, np.uint64),
+        "domain": table["domain"].combine_chunks(),
+        "exact": exact_hashes(roles, contents, conv_offsets, text) if settings.exact else np.zeros(n, np.uint64),
     }
-    out.update(_word_features(contents, num_msgs, n, settings))
+    out.update(_word_features(contents, text, num_msgs, n, settings))
     return out
 
 
-def _word_features(contents: pa.Array, num_msgs: np.ndarray, n: int, settings: ScanSettings) -> dict:
+def _word_features(contents: pa.Array, text: Any, num_msgs: np.ndarray, n: int, settings: ScanSettings) -> dict:
     out: dict[str, np.ndarray] = {"contam": np.full(n, -1, np.int32)}
     if settings.bands:
         out["bands"] = np.zeros((n, settings.bands), np.uint64)
+        out["sig8"] = np.zeros((n, settings.bands * settings.rows), np.uint8)
         out["has_shingles"] = np.zeros(n, bool)
     if not settings.bands and settings.eval_index is None:
         return out
-    hashes, msg = word_hashes(contents)
+    hashes, msg = word_hashes(contents, text)
     conv = np.repeat(np.arange(n), num_msgs)[msg]
     windows = Windows(hashes, conv)
     if settings.bands:
         shingles, owner = windows.of(settings.shingle_size, whole_short=True)
         sig = minhash(shingles, owner, n, _WORKER["perms"])
         out["bands"] = band_hashes(sig, settings.bands, settings.rows)
+        out["sig8"] = sig.astype(np.uint8)  # the low byte: b-bit MinHash, for the check of candidate pairs
         out["has_shingles"] = np.bincount(owner, minlength=n) > 0
     if settings.eval_index is not None:
         out["contam"] = settings.eval_index.match(windows, n)
@@ -137,14 +146,19 @@ def _save(path: Path, parts: list[dict[str, np.ndarray]], num_read: int, bands: 
     merged["has_shingles"] = (
         np.concatenate([p["has_shingles"] for p in parts]) if parts and bands else np.zeros(0, bool)
     )
-    domains = np.concatenate([p["domain"] for p in parts]) if parts else np.zeros(0, str)
-    names, codes = np.unique(domains, return_inverse=True)
-    merged.update(domain=codes.astype(np.int32), domain_names=names, num_read=np.array(num_read))
+    domains = pc.dictionary_encode(pa.chunked_array([p["domain"] for p in parts], pa.string()).combine_chunks())
+    names = np.array(domains.dictionary.to_pylist(), str) if len(domains.dictionary) else np.zeros(0, str)
+    codes = domains.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    merged.update(domain=codes, domain_names=names, num_read=np.array(num_read))
     if bands:
         band_arr = np.concatenate([p["bands"] for p in parts]).T.copy() if parts else np.zeros((bands, 0), np.uint64)
         tmp = path.with_suffix(".bands.tmp.npy")
         np.save(tmp, band_arr)
         os.replace(tmp, bands_path(path))
+        sig = np.concatenate([p["sig8"] for p in parts]) if parts else np.zeros((0, 0), np.uint8)
+        tmp = path.with_suffix(".sig.tmp.npy")
+        np.save(tmp, sig)
+        os.replace(tmp, sig_path(path))
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **merged)
     os.replace(tmp, path)
@@ -154,33 +168,25 @@ def bands_path(path: Path) -> Path:
     return path.with_suffix(".bands.npy")
 
 
-def run_scan(settings: ScanSettings, num_workers: int, progress: Any = None) -> None:
-    """Scan every chunk without a complete result file; `progress(n)` is called as chunks finish."""
+def sig_path(path: Path) -> Path:
+    return path.with_suffix(".sig.npy")
+
+
+def run_scan(settings: ScanSettings, workers: Any, progress: Any = None) -> None:
+    """Scan every chunk without a complete result file on `workers` (`workers.Workers`); `progress(n)` is called
+    as chunks finish."""
     todo = []
     for s, src in enumerate(settings.sources):
         settings.out_dirs[s].mkdir(parents=True, exist_ok=True)
         for tmp in settings.out_dirs[s].glob("*.tmp*"):
             tmp.unlink()  # half-written by an interrupted run
-        todo += [(s, i) for i in range(len(src.chunks)) if not chunk_path(settings.out_dirs[s], i).exists()]
-    done = sum(len(src.chunks) for src in settings.sources) - len(todo)
+        todo += [(settings, s, i) for i in range(len(src.chunks)) if not chunk_path(settings.out_dirs[s], i).exists()]
     if progress:
-        progress(done)
-    if num_workers <= 1 or len(todo) <= 1:
-        _init(settings)
-        for task in todo:
-            _scan_task(*task)
-            if progress:
-                progress(1)
-        return
-    context = get_context("spawn")
-    with ProcessPoolExecutor(min(num_workers, len(todo)), context, _init, (settings,)) as pool:
-        futures = [pool.submit(_scan_task, *task) for task in todo]
-        for future in as_completed(futures):
-            future.result()
-            if progress:
-                progress(1)
+        progress(sum(len(src.chunks) for src in settings.sources) - len(todo))
+    workers.map(_scan_task, todo, progress)
 
 
-def load_chunk(path: Path) -> dict[str, np.ndarray]:
+def load_chunk(path: Path, keys: Any = None) -> dict[str, np.ndarray]:
+    """The arrays of a chunk's scan file (only `keys`, when given)."""
     with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+        return {k: data[k] for k in (keys or data.files)}

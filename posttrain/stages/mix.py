@@ -4,7 +4,9 @@ Sources are other stages' datasets (`${stages.X.dataset}`) or files, each with a
 `count`, and a domain tag. Every row goes through chat-format validation, an optional token-length filter with the
 target model's tokenizer, exact dedup, MinHash-LSH near dedup and n-gram decontamination against eval sets; the
 survivors are sampled to the targets (upsampling records its repeats) and shuffled with `seed`. Outputs: the
-dataset folder (`part-*.parquet` and a card `README.md` with the composition tables), `composition.png`,
+dataset folder (`part-*.parquet`: messages, source, domain, repeat, source_row, and the columns a verifier re-checks
+a row with, source_id / answer / tests / entry_point / metadata / task, null for sources without them; and a card
+`README.md` with the composition tables), `composition.png`,
 `composition.json` and `removed.parquet` (every removed row with its step and reason). A killed run resumes from
 its last complete scan chunk or shard. A two-stage SFT (all data, then chat only, as DeepSeek LLM did to curb
 repetition) is two mix stages, the second taking the first's dataset with `domains: [chat]`.
