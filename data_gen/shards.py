@@ -128,7 +128,7 @@ def run_shards(
     Returns:
         The counts summed over every shard, old and new; `num_shards_resumed` says how many were skipped.
     """
-    from tqdm.auto import tqdm
+    from posttrain.progress import progress_bar  # the stage's display on the terminal (posttrain.recipe.console)
 
     stage_dir.mkdir(parents=True, exist_ok=True)
     done = completed_shards(stage_dir)
@@ -149,7 +149,7 @@ def run_shards(
         # backends that seed each request (vLLM on CUDA), and the shard as a whole with seed + k * shard_size * n.
         return shard_rows, prompts, start_generation(generator, prompts, **sampling.kwargs(seed + k * shard_size * n))
 
-    bar = tqdm(total=len(rows) * sampling.n, initial=total["num_samples"], unit="sample", disable=not show_progress)
+    bar = progress_bar(len(rows) * sampling.n, unit="samples", disable=not show_progress, initial=total["num_samples"])
     begin = last = time.perf_counter()
     generated = 0
     try:

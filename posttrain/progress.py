@@ -48,9 +48,9 @@ def _numbers(values: dict[str, Any]) -> str:
 class PlainProgress:
     """tqdm's update / set_postfix / close for logs and pipes: a line at most every PLAIN_EVERY_S, and a last one."""
 
-    def __init__(self, total: int | None, desc: str, unit: str):
+    def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0):
         self.total, self.desc, self.unit = total, desc, unit
-        self.n, self.postfix = 0, {}
+        self.n, self.initial, self.postfix = initial, initial, {}
         self.start = self.last = time.time()
 
     def update(self, n: int = 1) -> None:
@@ -64,13 +64,13 @@ class PlainProgress:
     def _line(self) -> None:
         self.last = time.time()
         elapsed = max(self.last - self.start, 1e-9)
-        rate = self.n / elapsed
+        rate = (self.n - self.initial) / elapsed  # work done before a resume is not this run's speed
         done = f"{self.n}/{self.total}" if self.total else str(self.n)
         eta = f"  ETA {(self.total - self.n) / rate:.0f} s" if self.total and rate > 0 and self.n < self.total else ""
         say(f"  [{self.desc}] {done} {self.unit}  {_numbers(self.postfix)}  {rate:.3g} {self.unit}/s{eta}".rstrip())
 
     def close(self) -> None:
-        if self.n:
+        if self.n > self.initial:
             self._line()
 
     def __enter__(self) -> PlainProgress:
@@ -85,13 +85,16 @@ class _Off(PlainProgress):
         pass
 
 
-def progress_bar(total: int | None, desc: str = "", unit: str = "it", disable: bool = False) -> Any:
-    """A stage's progress display on the console: tqdm when interactive, plain lines otherwise, nothing if disabled."""
+def progress_bar(total: int | None, desc: str = "", unit: str = "it", disable: bool = False, initial: int = 0) -> Any:
+    """A stage's progress display on the console: tqdm when interactive, plain lines otherwise, nothing if disabled.
+    `initial` is work already done (a resumed stage)."""
     desc = desc or _label
     if disable:
-        return _Off(total, desc, unit)
+        return _Off(total, desc, unit, initial)
     if interactive():
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=f"  {desc}", unit=unit, file=console(), dynamic_ncols=True, leave=False)
-    return PlainProgress(total, desc, unit)
+        return tqdm(
+            total=total, initial=initial, desc=f"  {desc}", unit=unit, file=console(), dynamic_ncols=True, leave=False
+        )
+    return PlainProgress(total, desc, unit, initial)

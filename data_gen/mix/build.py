@@ -321,6 +321,6 @@ def _write_reports(comp: dict, pool: Any, eval_names: list[str], files: dict[str
 
 
 def _progress(show: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
+    from posttrain.progress import progress_bar  # the stage's display on the terminal (posttrain.recipe.console)
 
-    return tqdm(total=total, desc=desc, unit="", disable=not show, dynamic_ncols=True)
+    return progress_bar(total, desc, unit="chunks", disable=not show)
