@@ -5,6 +5,9 @@ problem as the user turn and a short worked response that ends in `\\boxed{answe
 solution (`solution` / `rationale` / `canonical_solution` column) that is the response; for arithmetic tasks
 (reasoning-gym `basic_arithmetic`, `chain_sum`, ... whose metadata holds the expression) the response is the
 step-by-step evaluation, one operation at a time, so the model learns to show work and then box the result.
+A code task row (no answer, graded by its tests: `builtin:code_tasks`) whose `canonical_solution` is a complete
+function defining its `entry_point` gets that function in a ```python block (`code_response`); HumanEval's
+canonical solutions are bodies only, so HumanEval, an eval set, gives no samples.
 The R1-style `<system prompt, problem, R1 response>` samples come from rejection sampling.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import operator
+import re
 from fractions import Fraction
 from typing import Any
 
@@ -92,10 +96,11 @@ def arithmetic_steps(expression: str, max_steps: int = 12) -> list[str] | None:
 
 
 def worked_response(row: dict[str, Any]) -> str | None:
-    """A short worked solution ending in \\boxed{answer}, or None when the row has no answer."""
+    """A short worked solution ending in \\boxed{answer}; for a code task without an answer, its reference function
+    in a ```python block (`code_response`); None when the row has neither."""
     answer = row.get("answer")
     if answer is None or str(answer).strip() == "":
-        return None
+        return code_response(row)
     answer = str(answer).strip()
     boxed = f"\\boxed{{{answer}}}"
     for column in ("solution", "rationale", "canonical_solution"):
@@ -118,8 +123,22 @@ def worked_response(row: dict[str, Any]) -> str | None:
     return f"The answer is {boxed}."
 
 
+# ---- code tasks (builtin:code_tasks): the reference solution as the response
+
+
+def code_response(row: dict[str, Any]) -> str | None:
+    """The row's `canonical_solution` in a ```python block when it is a complete function defining the row's
+    `entry_point` (a code task's reference); None otherwise (no code task, or a body-only solution like HumanEval's)."""
+    solution, entry_point = row.get("canonical_solution"), row.get("entry_point")
+    if not isinstance(solution, str) or not isinstance(entry_point, str) or not entry_point:
+        return None
+    if not re.search(rf"^(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", solution, re.MULTILINE):
+        return None
+    return f"```python\n{solution.strip()}\n```"
+
+
 def expert_sample(row: dict[str, Any]) -> dict[str, Any] | None:
-    """`<problem, original response>`: {'messages': prompt turns + the worked response}, or None without answer."""
+    """`<problem, original response>`: {'messages': prompt turns + the worked response}, or None without one."""
     response = worked_response(row)
     if response is None:
         return None

