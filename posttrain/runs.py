@@ -9,6 +9,7 @@ runs`, `posttrain compare` and the end-of-run table all read runs through here, 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,14 @@ def eval_pairs(metrics: dict[str, Any]) -> list[tuple[str, Any, Any]]:
 
 def _order(stages: dict[str, StageInfo]) -> list[StageInfo]:
     """Dependencies first, then by start time."""
-    started = {n: (s.manifest or {}).get("started_at", "~") for n, s in stages.items()}
+    def start(s: StageInfo) -> str:
+        m = s.manifest or {}
+        unix = m.get("started_unix")  # sub-second: two quick evals often start within one second
+        if isinstance(unix, (int, float)):
+            return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(unix)) + f"{unix % 1:.3f}"[1:]
+        return str(m.get("started_at", "~"))
+
+    started = {n: start(s) for n, s in stages.items()}
     done: list[str] = []
 
     def visit(name: str, seen: tuple[str, ...] = ()) -> None:

@@ -325,6 +325,7 @@ class Runner:
             "versions": library_versions(),
             "resumed": resume,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "started_unix": round(started, 3),  # orders stages that started within one second
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "wall_time_s": round(time.time() - started, 2),
         }
