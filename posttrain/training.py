@@ -417,12 +417,15 @@ def load_reward_model(spec: str, seed: int) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def cached_json(path: Path, compute: Any) -> Any:
+def cached_json(path: Path, compute: Any, write: bool = True) -> Any:
     """`compute()`'s result, kept in `path`: a resumed run reads it back instead of recomputing (an eval before
-    training, whose model is gone once training has started)."""
+    training, whose model is gone once training has started). Only the process with `write` writes it (the main one
+    under a multi-process launch)."""
     if path.is_file():
         return json.loads(path.read_text())
     result = compute()
+    if not write:
+        return result
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(path)

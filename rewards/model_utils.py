@@ -13,10 +13,14 @@ from typing import Any
 from rewards.base import prompt_messages
 
 
-def check_model(field: str, spec: str | None) -> list[str]:
-    """Problems with a model name, without loading it: '<field>: ...' lines."""
+def check_model(field: str, spec: str | None, ctx: Any = None) -> list[str]:
+    """Problems with a model name, without loading it: '<field>: ...' lines. A path that a stage of the recipe will
+    write (`ctx`, a `posttrain.config.CheckContext`, e.g. `${stages.rm.model}`) is not checked: it does not exist
+    yet."""
     from posttrain.model.loading import check_model_spec
 
+    if ctx is not None and spec and ctx.is_pending(spec):
+        return []
     problem = check_model_spec(spec)
     return [f"{field}: {problem}"] if problem else []
 

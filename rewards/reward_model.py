@@ -3,7 +3,8 @@
 Each (prompt, completion) pair is rendered with the model's chat template (the prompt's messages plus the
 completion as the assistant turn), truncated from the left so the end of the answer is always read, and scored in
 batches. A one-output model's logit is the reward (Bradley-Terry reward models); a model with several labels gives
-the probability of `label`. The model is loaded once per process, on the first call.
+the probability of `label`. The model is loaded once per process, on the first call. A causal LM (a folder with no
+classification head, `embedded`, `tiny`) is refused with the stage type that trains one: `type: reward_model`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def load_classifier(model: str, dtype: str | None = None) -> tuple[Any, Any]:
     from posttrain.model.loading import resolve_model
 
     path = resolve_model(model)
+    problem = classifier_problem(model, path)
+    if problem:
+        from posttrain.errors import ModelError
+
+        raise ModelError(f"reward_model: model: {problem}")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -32,8 +38,37 @@ def load_classifier(model: str, dtype: str | None = None) -> tuple[Any, Any]:
     return classifier, tokenizer
 
 
-def _validate(params: dict[str, Any]) -> list[str]:
-    problems = check_model("model", params["model"])
+CAUSAL_LM_HINT = (
+    "it has no classification head; train a reward model from it with a `type: reward_model` stage and use that "
+    "stage's output (model: ${stages.NAME.model})"
+)
+
+
+def classifier_problem(spec: str, path: str | None = None) -> str | None:
+    """Why `spec` is not a sequence classifier, read from its config.json (no weights loaded), or None. `path` is the
+    resolved folder when known; a hub id not cached locally is not checked here."""
+    import json
+    import os
+
+    from posttrain.model.loading import EMBEDDED, TINY
+
+    if spec in (EMBEDDED, TINY):
+        return f"'{spec}' is a causal LM: {CAUSAL_LM_HINT}"
+    config = os.path.join(path or os.path.expanduser(spec), "config.json")
+    if not os.path.isfile(config):
+        return None
+    with open(config, encoding="utf-8") as f:
+        architectures = json.load(f).get("architectures") or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        return f"'{spec}' is a {architectures[0]}: {CAUSAL_LM_HINT}"
+    return None
+
+
+def _validate(params: dict[str, Any], ctx: Any = None) -> list[str]:
+    problems = check_model("model", params["model"], ctx)
+    pending = ctx is not None and ctx.is_pending(params["model"])
+    if not problems and not pending and (problem := classifier_problem(params["model"])):
+        problems.append(f"model: {problem}")
     for key in ("batch_size", "max_length"):
         if params[key] < 1:
             problems.append(f"{key}: must be at least 1, got {params[key]}")

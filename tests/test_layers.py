@@ -18,7 +18,7 @@ FLOORS = [
     (0, ("posttrain.model", "posttrain.generation")),
     (1, ("rewards",)),
     (2, ("data_gen",)),
-    (3, ("posttrain.evaluation", "posttrain.training")),
+    (3, ("posttrain.evaluation", "posttrain.training", "posttrain.grpo_sampling")),
     (4, ("posttrain.stages",)),
     (5, ("posttrain.recipe",)),
     (6, ("posttrain.cli", "posttrain.report", "rewards.cli")),

@@ -191,6 +191,8 @@ def test_stage_end_to_end_on_the_tiny_model(write_recipe, tmp_path, tiny_path):
     assert metrics["backend"] == "transformers" and metrics["num_tokens"] > 0
     rows = pq.read_table(stage / "dataset").to_pylist()
     assert {r["sample_type"] for r in rows} == {"r1", "original"}
+    # Every sample was kept, so no prompt has a rejected side: the pairs output exists and is empty.
+    assert metrics["pairs"] == 0 and pq.read_table(stage / "pairs").num_rows == 0
     assert [json.loads(x)["step"] for x in (stage / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
 

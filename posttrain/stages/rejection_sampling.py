@@ -6,10 +6,15 @@ overthinking) and the keep policy chooses what stays (see `data_gen.rejection`).
 two types, `r1` (`<system prompt, problem, response>`) and `original` (`<problem, reference solution>`), written
 to Parquet shards as they complete (`data_gen.shards`); a killed run resumes at the first unfinished shard. With
 `llm_judge` as the verifier and `builtin:chat_prompts` as the source, the same stage makes the non-reasoning half
-of the SFT mix. The manifest holds acceptance per filter and per source, rows per type and tokens generated;
-`metrics.jsonl` has a row per shard.
+of the SFT mix. Each shard also writes preference pairs to `pairs/` (`data_gen.pairs`): for a prompt with a sample
+that passed every filter and one that a filter in `pairs.rejected` dropped, up to `pairs.per_prompt` rows
+<prompt, chosen, rejected> with why the rejected one failed, for a `reward_model` or `dpo` stage. The manifest holds
+acceptance per filter and per source, rows per type, pairs per filter and tokens generated; `metrics.jsonl` has a
+row per shard.
 
     posttrain run recipes/rejection_sampling.yaml stages.distill.sampling.n=16 stages.distill.keep=shortest_correct
+    posttrain run recipes/rejection_sampling.yaml stages.distill.pairs.per_prompt=2 \
+        stages.distill.pairs.rejected=[incorrect,truncated,repetition]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from data_gen.pairs import PairsConfig
 from data_gen.rejection import R1_SYSTEM_PROMPT, SAMPLE_TYPES, FilterConfig, KeepPolicy
 from data_gen.sources import SourceConfig, known_columns
 from posttrain.files import MetricsLogger
@@ -52,6 +58,10 @@ class RejectionSamplingConfig:
     )
     sample_types: list[str] = field(
         default_factory=lambda: list(SAMPLE_TYPES), metadata={"help": "rows to write per kept sample: r1, original"}
+    )
+    pairs: PairsConfig = field(
+        default_factory=PairsConfig,
+        metadata={"help": "preference pairs written to pairs/: per_prompt, rejected (the filters that count)"},
     )
     domain: str | None = field(default=None, metadata={"help": "the `domain` column (null: the task or category)"})
     shard_size: int = field(default=64, metadata={"help": "prompts per output shard (the unit of resume)"})
@@ -89,7 +99,7 @@ class RejectionSamplingConfig:
 @STAGES.register("rejection_sampling")
 class RejectionSamplingStage:
     config_class = RejectionSamplingConfig
-    outputs = {"dataset": "dataset", "rejected": "rejected", "metrics": "metrics.jsonl"}
+    outputs = {"dataset": "dataset", "rejected": "rejected", "pairs": "pairs", "metrics": "metrics.jsonl"}
     main_process_only = True  # under a multi-process launch, rank 0 generates; the others wait for its manifest
 
     def __init__(self, config: RejectionSamplingConfig, ctx: StageContext):
@@ -114,6 +124,7 @@ class RejectionSamplingStage:
                 acceptance=round(c.get("kept", 0) / max(1, c["num_samples"]), 4),
                 samples=c["num_samples"],
                 kept=c.get("kept", 0),
+                pairs=c.get("pairs", 0),
                 tokens=c["num_tokens"],
                 tokens_per_s=round(c["num_tokens"] / max(stats["seconds"], 1e-9), 1),
                 **{k: v for k, v in c.items() if k.startswith("rejected/")},
@@ -137,6 +148,7 @@ class RejectionSamplingStage:
                 pass_threshold=cfg.pass_threshold,
                 system_prompt=cfg.system_prompt,
                 sample_types=cfg.sample_types,
+                pairs=cfg.pairs,
                 domain=cfg.domain,
                 source=cfg.sources()[0].source,
             )
