@@ -100,6 +100,7 @@ def eval_pairs(metrics: dict[str, Any]) -> list[tuple[str, Any, Any]]:
 
 def _order(stages: dict[str, StageInfo]) -> list[StageInfo]:
     """Dependencies first, then by start time."""
+
     def start(s: StageInfo) -> str:
         m = s.manifest or {}
         unix = m.get("started_unix")  # sub-second: two quick evals often start within one second
