@@ -13,6 +13,7 @@ model learns to stop.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -430,3 +431,43 @@ def cached_json(path: Path, compute: Any, write: bool = True) -> Any:
     tmp.write_text(json.dumps(result))
     tmp.replace(path)
     return result
+
+
+SCHEDULE_POSITIVE = ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "save_steps")
+
+
+def check_schedule(cfg: Any) -> list[str]:
+    """The checks every training stage's schedule shares (sft, dpo, reward_model): one line per bad field."""
+    problems = [
+        f"{name}: must be positive, got {getattr(cfg, name)}" for name in SCHEDULE_POSITIVE if getattr(cfg, name) <= 0
+    ]
+    if cfg.learning_rate <= 0:
+        problems.append(f"learning_rate: must be positive, got {cfg.learning_rate}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        problems.append(f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.weight_decay < 0:
+        problems.append(f"weight_decay: must be >= 0, got {cfg.weight_decay}")
+    if cfg.eval_size < 0:
+        problems.append(f"eval_size: must be >= 0 (0: nothing held out), got {cfg.eval_size}")
+    if cfg.num_epochs is not None and cfg.num_epochs <= 0:
+        problems.append(f"num_epochs: must be positive, got {cfg.num_epochs}")
+    return problems
+
+
+def schedule_ignored(cfg: Any) -> list[str]:
+    """`max_steps` set beside `num_epochs` has no effect: the warning line, or none."""
+    default = next(f.default for f in dataclasses.fields(cfg) if f.name == "max_steps")
+    if cfg.num_epochs is not None and cfg.max_steps != default:
+        return [f"max_steps: {cfg.max_steps} is ignored because num_epochs ({cfg.num_epochs}) is set"]
+    return []
+
+
+def planned_optimizer(cfg: Any, model: Any, num_rows: int) -> tuple[int, Any, Any]:
+    """(max_steps, optimizer, scheduler) for a stage's schedule: `num_epochs` over `num_rows` rows when set, else
+    `max_steps`; warm-up a `warmup_ratio` of them."""
+    steps_per_epoch = math.ceil(num_rows / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    max_steps = math.ceil(steps_per_epoch * cfg.num_epochs) if cfg.num_epochs else cfg.max_steps
+    optimizer, scheduler = build_optimizer(
+        model, cfg.learning_rate, cfg.weight_decay, cfg.lr_scheduler, int(cfg.warmup_ratio * max_steps), max_steps
+    )
+    return max_steps, optimizer, scheduler

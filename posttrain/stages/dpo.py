@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,26 +107,15 @@ class DpoConfig:
     )
 
     def check(self) -> list[str]:
-        from posttrain.training import check_trl_args
+        from posttrain.training import check_schedule, check_trl_args
         from rewards.entries import check_reward_columns
 
-        problems = []
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "save_steps"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name}: must be positive, got {getattr(self, name)}")
+        problems = check_schedule(self)
         for name in ("eval_num_samples", "eval_max_tokens", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}: must be positive, got {getattr(self, name)}")
         if self.beta <= 0:
             problems.append(f"beta: must be positive, got {self.beta}")
-        if self.learning_rate <= 0:
-            problems.append(f"learning_rate: must be positive, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        if self.eval_size < 0:
-            problems.append(f"eval_size: must be >= 0 (0: no held-out pairs), got {self.eval_size}")
-        if self.num_epochs is not None and self.num_epochs <= 0:
-            problems.append(f"num_epochs: must be positive, got {self.num_epochs}")
         if self.lora_rank < 0:
             problems.append(f"lora_rank: must be >= 0 (0: full fine-tuning), got {self.lora_rank}")
         if not self.eval_rewards:
@@ -139,10 +127,10 @@ class DpoConfig:
 
     def ignored(self) -> list[str]:
         """Settings that are set but have no effect, one line each (the loader shows them as warnings)."""
+        from posttrain.training import schedule_ignored
+
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        out = []
-        if self.num_epochs is not None and self.max_steps != defaults["max_steps"]:
-            out.append(f"max_steps: {self.max_steps} is ignored because num_epochs ({self.num_epochs}) is set")
+        out = schedule_ignored(self)
         if self.lora_rank == 0:
             out += [f"{n}: ignored without lora_rank > 0" for n in ("lora_alpha",) if getattr(self, n) != defaults[n]]
         return out
@@ -204,9 +192,9 @@ class DpoStage:
 
         from posttrain.model.loading import load_model_and_tokenizer
         from posttrain.training import (
-            build_optimizer,
             cached_json,
             make_callbacks,
+            planned_optimizer,
             resume_point,
             save_model_atomically,
             trainer_kwargs,
@@ -225,17 +213,13 @@ class DpoStage:
             gen_start = cached_json(
                 ctx.path("eval_start.json"), lambda: self._generation_eval(model, tokenizer, prompts, reward)
             )
-        steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.gradient_accumulation_steps))
-        max_steps = math.ceil(steps_per_epoch * cfg.num_epochs) if cfg.num_epochs else cfg.max_steps
         ref = None
         if cfg.ref_model is not None or cfg.lora_rank == 0:  # with LoRA the reference is the adapter-free base
             ref, _ = load_model_and_tokenizer(cfg.ref_model or cfg.model, for_training=True)
         fp8_report = self._to_fp8(model, ref) if cfg.fp8 else None
         if cfg.lora_rank > 0:
             model = wrap_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
-        optimizer, scheduler = build_optimizer(
-            model, cfg.learning_rate, cfg.weight_decay, cfg.lr_scheduler, int(cfg.warmup_ratio * max_steps), max_steps
-        )
+        max_steps, optimizer, scheduler = planned_optimizer(cfg, model, len(train))
         resume_from, step = resume_point(ctx)
         periodic = evals is not None and cfg.eval_steps > 0
         args = DPOConfig(

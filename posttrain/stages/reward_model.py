@@ -16,9 +16,7 @@ what the `reward_model` reward takes: `{name: reward_model, model: ${stages.rm.m
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,30 +65,18 @@ class RewardModelConfig:
     )
 
     def check(self) -> list[str]:
-        from posttrain.training import check_trl_args
+        from posttrain.training import check_schedule, check_trl_args
 
-        problems = []
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "save_steps"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name}: must be positive, got {getattr(self, name)}")
+        problems = check_schedule(self)
         if self.eval_batch_size <= 0:
             problems.append(f"eval_batch_size: must be positive, got {self.eval_batch_size}")
-        if self.learning_rate <= 0:
-            problems.append(f"learning_rate: must be positive, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        if self.eval_size < 0:
-            problems.append(f"eval_size: must be >= 0 (0: no held-out pairs), got {self.eval_size}")
-        if self.num_epochs is not None and self.num_epochs <= 0:
-            problems.append(f"num_epochs: must be positive, got {self.num_epochs}")
         return problems + check_trl_args(self.trl_args, "RewardConfig", RewardModelConfig)
 
     def ignored(self) -> list[str]:
         """Settings that are set but have no effect, one line each (the loader shows them as warnings)."""
-        default = next(f.default for f in dataclasses.fields(self) if f.name == "max_steps")
-        out = []
-        if self.num_epochs is not None and self.max_steps != default:
-            out.append(f"max_steps: {self.max_steps} is ignored because num_epochs ({self.num_epochs}) is set")
+        from posttrain.training import schedule_ignored
+
+        out = schedule_ignored(self)
         if self.baselines and self.eval_size == 0 and self.eval_data is None:
             out.append("baselines: ignored without held-out pairs (eval_size: 0 and no eval_data)")
         return out
@@ -130,10 +116,10 @@ class RewardModelStage:
         from trl import RewardConfig, RewardTrainer
 
         from posttrain.training import (
-            build_optimizer,
             cached_json,
             load_reward_model,
             make_callbacks,
+            planned_optimizer,
             resume_point,
             save_model_atomically,
             trainer_kwargs,
@@ -142,11 +128,7 @@ class RewardModelStage:
         cfg, ctx = self.cfg, self.ctx
         train, evals = self._datasets()
         model, tokenizer = load_reward_model(cfg.model, cfg.seed)
-        steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.gradient_accumulation_steps))
-        max_steps = math.ceil(steps_per_epoch * cfg.num_epochs) if cfg.num_epochs else cfg.max_steps
-        optimizer, scheduler = build_optimizer(
-            model, cfg.learning_rate, cfg.weight_decay, cfg.lr_scheduler, int(cfg.warmup_ratio * max_steps), max_steps
-        )
+        max_steps, optimizer, scheduler = planned_optimizer(cfg, model, len(train))
         resume_from, step = resume_point(ctx)
         periodic = evals is not None and cfg.eval_steps > 0
         args = RewardConfig(

@@ -11,8 +11,6 @@ last complete one. The result is an HF model folder (`model/`) that `from_pretra
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,30 +60,15 @@ class SftConfig:
     )
 
     def check(self) -> list[str]:
-        from posttrain.training import check_trl_args
+        from posttrain.training import check_schedule, check_trl_args
 
-        problems = []
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length", "save_steps"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name}: must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            problems.append(f"learning_rate: must be positive, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        if self.weight_decay < 0:
-            problems.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
-        if self.eval_size < 0:
-            problems.append(f"eval_size: must be >= 0, got {self.eval_size}")
-        if self.num_epochs is not None and self.num_epochs <= 0:
-            problems.append(f"num_epochs: must be positive, got {self.num_epochs}")
-        return problems + check_trl_args(self.trl_args, "SFTConfig", SftConfig)
+        return check_schedule(self) + check_trl_args(self.trl_args, "SFTConfig", SftConfig)
 
     def ignored(self) -> list[str]:
         """Settings that are set but have no effect, one line each (the loader shows them as warnings)."""
-        default = next(f.default for f in dataclasses.fields(self) if f.name == "max_steps")
-        if self.num_epochs is not None and self.max_steps != default:
-            return [f"max_steps: {self.max_steps} is ignored because num_epochs ({self.num_epochs}) is set"]
-        return []
+        from posttrain.training import schedule_ignored
+
+        return schedule_ignored(self)
 
 
 def build_samples(ds: Any, mode: str, system_prompt: str | None, name: str):
@@ -142,8 +125,8 @@ class SftStage:
 
         from posttrain.model.loading import load_model_and_tokenizer
         from posttrain.training import (
-            build_optimizer,
             make_callbacks,
+            planned_optimizer,
             resume_point,
             save_model_atomically,
             trainer_kwargs,
@@ -154,12 +137,8 @@ class SftStage:
         torch.manual_seed(cfg.seed)
         model, tokenizer = load_model_and_tokenizer(cfg.model, for_training=True)
         train, evals, stats = self._datasets(tokenizer)
-        steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.gradient_accumulation_steps))
-        max_steps = math.ceil(steps_per_epoch * cfg.num_epochs) if cfg.num_epochs else cfg.max_steps
         fp8_report = self._convert_fp8(model) if cfg.fp8 else None
-        optimizer, scheduler = build_optimizer(
-            model, cfg.learning_rate, cfg.weight_decay, cfg.lr_scheduler, int(cfg.warmup_ratio * max_steps), max_steps
-        )
+        max_steps, optimizer, scheduler = planned_optimizer(cfg, model, len(train))
         resume_from, step = resume_point(ctx)
         args = SFTConfig(
             **trainer_kwargs(cfg, ctx),
