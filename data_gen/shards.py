@@ -9,6 +9,11 @@ counts and the ids of its prompts). That JSON file is the commit point: a rerun 
 whose Parquet files all open, and redoes the others from scratch, so after a `kill -9` at any moment no prompt is
 lost, none is written twice, and no finished shard is generated again.
 
+Past one process: with `pool` (a `posttrain.generation.ray_pool.RayPool` of `ShardWorker`s) Ray actors generate
+and judge the shards and this process commits each one, in shard order; with `share=(rank, world)` (under
+`accelerate launch` / torchrun) each rank does and commits the shards k with k % world == rank, and rank 0 waits
+for the others. Since a shard's seed is its own, the output is the same either way.
+
     counts = run_shards(generator, rows, reward, Path("runs/x/distill"), sampling=SamplingConfig(n=8))
 """
 
@@ -19,6 +24,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,21 +86,24 @@ def _opens(path: Path) -> bool:
         return False
 
 
-def completed_shards(stage_dir: Path) -> dict[int, dict[str, Any]]:
+def completed_shards(stage_dir: Path, owned: Any = None) -> dict[int, dict[str, Any]]:
     """Shard index -> its committed stats, for every shard whose JSON file parses and whose data files all exist
     and open as Parquet. A commit file without good data (deleted by hand, cut off or corrupted on disk, lost in a
-    power cut) is removed, so that the shard runs again."""
+    power cut) is removed, so that the shard runs again; with `owned` (a predicate on the shard index, for one rank
+    of several) only this process's own shards are removed, and the others' are left to their ranks."""
     done = {}
     for path in sorted((stage_dir / "shards").glob("part-*.json")):
+        k = int(path.stem.split("-")[1])
         data = [stage_dir / folder / f"{path.stem}.parquet" for folder in FOLDERS]
         try:
             stats = json.loads(path.read_text())
-        except ValueError:
+        except (ValueError, FileNotFoundError):
             stats = None
         if stats is None or not all(p.is_file() and _opens(p) for p in data):
-            path.unlink()
+            if owned is None or owned(k):
+                path.unlink(missing_ok=True)
             continue
-        done[int(path.stem.split("-")[1])] = stats
+        done[k] = stats
     return done
 
 
@@ -115,13 +124,14 @@ def _atomic_json(data: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _clear_partial(stage_dir: Path, done: dict[int, Any]) -> None:
-    """Remove temporary files and the data files of shards that never committed."""
+def _clear_partial(stage_dir: Path, done: dict[int, Any], owned: Any = None) -> None:
+    """Remove temporary files and the data files of shards that never committed (only `owned` ones, if given)."""
     for folder in (*FOLDERS, "shards"):
         for path in (stage_dir / folder).glob("part-*"):
-            committed = path.suffix in (".parquet", ".json") and int(path.stem.split("-")[1]) in done
-            if not committed:
-                path.unlink()
+            k = int(path.name.split(".")[0].split("-")[1])
+            committed = path.suffix in (".parquet", ".json") and k in done
+            if not committed and (owned is None or owned(k)):
+                path.unlink(missing_ok=True)
 
 
 def write_shard(
@@ -139,7 +149,7 @@ def write_shard(
 def run_shards(
     generator: Any,
     rows: Sequence[dict[str, Any]] | Any,
-    reward: Reward,
+    reward: Reward | None,
     stage_dir: Path,
     *,
     sampling: SamplingConfig,
@@ -149,6 +159,9 @@ def run_shards(
     show_progress: bool = True,
     on_shard: Any = None,
     pairs: PairsConfig | None = None,
+    pool: Any = None,
+    share: tuple[int, int] = (0, 1),
+    wait_timeout_s: float = 24 * 3600,
     **judge_options: Any,
 ) -> Counter:
     """Rejection-sample `rows` shard by shard into `stage_dir`, skipping committed shards.
@@ -163,50 +176,67 @@ def run_shards(
         on_shard: called with each new shard's stats dict (the stage logs metrics with it).
         pairs: which preference pairs to write to `pairs/` (default `PairsConfig()`: one per prompt, rejected by
             the verifier); their counts (`pairs`, `pairs/...`) are in each shard's counts.
+        pool: a `posttrain.generation.ray_pool.RayPool` whose actors hold `ShardWorker`s (`shard_worker`): they
+            generate, score and judge the shards (`generator` and `reward` are then unused), and this process
+            commits each one in shard order, as it does its own.
+        share: (rank, world size) under a multi-process launch: this process does the shards k with
+            k % world == rank and commits them; rank 0 then waits for every other rank's commits.
     Returns:
-        The counts summed over every shard, old and new; `num_shards_resumed` says how many were skipped.
+        The counts summed over every shard, old and new; `num_shards_resumed` says how many were skipped. On a rank
+        other than 0, over the shards of that rank only.
     """
     from posttrain.progress import progress_bar  # the stage's display on the terminal (posttrain.recipe.console)
 
+    rank, world = share
+    owned = (lambda k: k % world == rank) if world > 1 else None
     stage_dir.mkdir(parents=True, exist_ok=True)
-    done = completed_shards(stage_dir)
-    _clear_partial(stage_dir, done)
+    done = completed_shards(stage_dir, owned)
+    _clear_partial(stage_dir, done, owned)
     num_shards = -(-len(rows) // shard_size)
     stale = [k for k in done if k >= num_shards]
     assert not stale, f"committed shards {stale} are past the {num_shards} shards of this config"
     total = Counter(num_shards=num_shards, num_shards_resumed=len(done))
     for stats in done.values():
         total.update(stats["counts"])
-    todo = [k for k in range(num_shards) if k not in done]
-    n = sampling.n
+    todo = [k for k in range(num_shards) if k not in done and (owned is None or owned(k))]
     pairs = pairs or PairsConfig()
+    source = judge_options.get("source", "data")
 
-    def start(k: int) -> tuple[list[dict], list, Any]:
+    def shard(k: int) -> tuple[list[dict], list]:
         shard_rows = _slice(rows, k * shard_size, min(len(rows), (k + 1) * shard_size))
-        prompts = [with_system_prompt(r["prompt"], system_prompt) for r in shard_rows]
+        return shard_rows, [with_system_prompt(r["prompt"], system_prompt) for r in shard_rows]
+
+    def shard_seed(k: int) -> int:
         # Seeds never overlap: prompt i of shard k draws sample j with seed + (k * shard_size + i) * n + j on
         # backends that seed each request (vLLM on CUDA), and the shard as a whole with seed + k * shard_size * n.
-        return shard_rows, prompts, start_generation(generator, prompts, **sampling.kwargs(seed + k * shard_size * n))
+        # A function of the shard alone: which process or worker samples it does not change its samples.
+        return seed + k * shard_size * sampling.n
+
+    def ids_of(k: int, shard_rows: list[dict]) -> list[str]:
+        return [prompt_id(r, source, k * shard_size + j) for j, r in enumerate(shard_rows)]
+
+    if pool is not None:
+        shard_ids = {}
+
+        def task(k: int) -> ShardTask:  # built when handed out: only the shards in flight are held here
+            shard_rows, prompts = shard(k)
+            shard_ids[k] = ids_of(k, shard_rows)
+            return ShardTask(k, shard_size, shard_rows, prompts, sampling.kwargs(shard_seed(k)), pairs, judge_options)
+
+        done_shards = pool.map_in_order(sample_shard, todo, task)
+        results = ((k, o, p, shard_ids.pop(k), sec) for _, (k, o, p, sec) in done_shards)
+    else:
+        results = _local_results(
+            generator, reward, todo, shard, shard_seed, sampling, pairs, shard_size, judge_options
+        )
+        results = ((k, o, p, ids_of(k, r), sec) for k, r, o, p, sec in results)
 
     bar = progress_bar(len(rows) * sampling.n, unit="samples", disable=not show_progress, initial=total["num_samples"])
-    begin = last = time.perf_counter()
+    begin = time.perf_counter()
     generated = 0
     try:
-        in_flight = [start(k) for k in todo[:2]]
-        for i, k in enumerate(todo):
-            shard_rows, prompts, pending = in_flight.pop(0)
-            samples = pending.result()
-            if i + 2 < len(todo):  # two shards queued at all times: the engine's batch never drains at a boundary
-                in_flight.append(start(todo[i + 2]))
-            outcome = judge_batch(shard_rows, prompts, samples, reward, first_index=k * shard_size, **judge_options)
-            pair_rows, pair_counts = make_pairs(outcome.samples, pairs)
-            outcome.counts.update(pair_counts)
-            outcome.counts["pairs"] += 0  # counted (0) in every shard, so resumed totals always have it
-            source = judge_options.get("source", "data")
-            ids = [prompt_id(r, source, k * shard_size + j) for j, r in enumerate(shard_rows)]
-            seconds = time.perf_counter() - last  # since the last commit
+        for k, outcome, pair_rows, ids, seconds in results:
             stats = write_shard(stage_dir, k, outcome, ids, seconds, pair_rows)
-            last = time.perf_counter()
             total.update(outcome.counts)
             generated += outcome.counts["num_tokens"]
             bar.update(outcome.counts["num_samples"])
@@ -216,9 +246,114 @@ def run_shards(
             )
             if on_shard is not None:
                 on_shard(stats)
+        if world > 1 and rank == 0:
+            total = _wait_for_ranks(stage_dir, num_shards, len(done), bar, on_shard, wait_timeout_s)
     finally:
         bar.close()
     return total
+
+
+def _judge_shard(
+    k: int, shard_size: int, shard_rows, prompts, samples, reward, pairs: PairsConfig, judge_options: dict
+) -> tuple[Outcome, list[dict]]:
+    outcome = judge_batch(shard_rows, prompts, samples, reward, first_index=k * shard_size, **judge_options)
+    pair_rows, pair_counts = make_pairs(outcome.samples, pairs)
+    outcome.counts.update(pair_counts)
+    outcome.counts["pairs"] += 0  # counted (0) in every shard, so resumed totals always have it
+    return outcome, pair_rows
+
+
+def _local_results(generator, reward, todo, shard, shard_seed, sampling, pairs, shard_size, judge_options):
+    """(k, rows, outcome, pair rows, seconds since the last commit) for each shard of `todo`, generated here."""
+
+    def start(k: int) -> tuple[list[dict], list, Any]:
+        shard_rows, prompts = shard(k)
+        return shard_rows, prompts, start_generation(generator, prompts, **sampling.kwargs(shard_seed(k)))
+
+    last = time.perf_counter()
+    in_flight = [start(k) for k in todo[:2]]
+    for i, k in enumerate(todo):
+        shard_rows, prompts, pending = in_flight.pop(0)
+        samples = pending.result()
+        if i + 2 < len(todo):  # two shards queued at all times: the engine's batch never drains at a boundary
+            in_flight.append(start(todo[i + 2]))
+        outcome, pair_rows = _judge_shard(k, shard_size, shard_rows, prompts, samples, reward, pairs, judge_options)
+        yield k, shard_rows, outcome, pair_rows, time.perf_counter() - last
+        last = time.perf_counter()  # after the commit
+
+
+def _wait_for_ranks(stage_dir: Path, num_shards: int, resumed: int, bar: Any, on_shard: Any, timeout_s: float):
+    """Rank 0 under a launcher: wait until every shard is committed (the other ranks commit their own), report the
+    ones it had not seen, and return the counts over all of them."""
+    seen = set(completed_shards(stage_dir, owned=lambda k: False))
+    deadline = time.time() + timeout_s
+    while True:
+        done = completed_shards(stage_dir, owned=lambda k: False)
+        for k in sorted(set(done) - seen):
+            bar.update(done[k]["counts"]["num_samples"])
+            if on_shard is not None:
+                on_shard(done[k])
+        seen |= set(done)
+        if len(done) >= num_shards:
+            break
+        if time.time() > deadline:
+            missing = sorted(set(range(num_shards)) - set(done))
+            raise RuntimeError(f"{stage_dir}: waited {timeout_s:.0f}s for the other ranks to commit shards {missing}")
+        time.sleep(0.5)
+    total = Counter(num_shards=num_shards, num_shards_resumed=resumed)
+    for stats in done.values():
+        total.update(stats["counts"])
+    return total
+
+
+@dataclass
+class ShardTask:
+    """One shard as handed to a Ray worker: its rows and prompts, the sampling arguments (with its seed) and how
+    to judge it."""
+
+    k: int
+    shard_size: int
+    rows: list[dict[str, Any]]
+    prompts: list[Any]
+    sampling: dict[str, Any]
+    pairs: PairsConfig
+    judge_options: dict[str, Any]
+
+
+@dataclass
+class ShardWorker:
+    """What a Ray actor holds: its generator and its rewards (built once, on the actor)."""
+
+    generator: Any
+    reward: Reward
+
+    def close(self) -> None:
+        self.generator.close()
+
+
+def shard_worker(model: str, generator_config: Any, seed: int, reward_entries: list, where: str) -> ShardWorker:
+    """Build a worker's state the way the stage builds its own (`make_generator`, `build_reward`)."""
+    from posttrain.generation import make_generator
+    from rewards import build_reward
+
+    return ShardWorker(make_generator(model, generator_config, seed=seed), build_reward(reward_entries, where))
+
+
+def worker_backend(worker: ShardWorker) -> str:
+    """On a Ray worker: its generator's backend name (for the manifest)."""
+    return worker.generator.name
+
+
+def sample_shard(worker: ShardWorker, task: ShardTask) -> tuple[int, Outcome, list[dict], float]:
+    """On a Ray actor: generate, score and judge one shard. Returns what the driver commits (the per-sample
+    records that pairs are made from stay here)."""
+    begin = time.perf_counter()
+    samples = worker.generator.generate(task.prompts, **task.sampling)
+    outcome, pair_rows = _judge_shard(
+        task.k, task.shard_size, task.rows, task.prompts, samples, worker.reward, task.pairs, task.judge_options
+    )
+    outcome.samples = []
+    return task.k, outcome, pair_rows, time.perf_counter() - begin
 
 
 def _slice(rows: Any, start: int, stop: int) -> list[dict[str, Any]]:

@@ -10,7 +10,8 @@ of the SFT mix. Each shard also writes preference pairs to `pairs/` (`data_gen.p
 that passed every filter and one that a filter in `pairs.rejected` dropped, up to `pairs.per_prompt` rows
 <prompt, chosen, rejected> with why the rejected one failed, for a `reward_model` or `dpo` stage. The manifest holds
 acceptance per filter and per source, rows per type, pairs per filter and tokens generated; `metrics.jsonl` has a
-row per shard.
+row per shard. `executor: {kind: ray, num_workers: N}` runs the shards on Ray actors (one generator each), and
+under a multi-process launch every rank takes its share (`posttrain.generation.executor`).
 
     posttrain run recipes/rejection_sampling.yaml stages.distill.sampling.n=16 stages.distill.keep=shortest_correct
     posttrain run recipes/rejection_sampling.yaml stages.distill.pairs.per_prompt=2 \
@@ -28,6 +29,7 @@ from data_gen.rejection import R1_SYSTEM_PROMPT, SAMPLE_TYPES, FilterConfig, Kee
 from data_gen.sources import SourceConfig, known_columns
 from posttrain.files import MetricsLogger
 from posttrain.generation import GeneratorConfig, SamplingConfig
+from posttrain.generation.executor import ExecutorConfig
 from posttrain.stages.base import STAGES, StageContext
 from rewards.entries import RewardEntry
 
@@ -66,6 +68,10 @@ class RejectionSamplingConfig:
     domain: str | None = field(default=None, metadata={"help": "the `domain` column (null: the task or category)"})
     shard_size: int = field(default=64, metadata={"help": "prompts per output shard (the unit of resume)"})
     seed: int = field(default=0, metadata={"help": "sampling seed (each shard and prompt derive their own from it)"})
+    executor: ExecutorConfig = field(
+        default_factory=ExecutorConfig,
+        metadata={"help": "where shards run: local, or ray {num_workers, resources_per_worker, address, max_retries}"},
+    )
 
     def sources(self) -> list[SourceConfig]:
         return self.data if isinstance(self.data, list) else [self.data]
@@ -100,7 +106,9 @@ class RejectionSamplingConfig:
 class RejectionSamplingStage:
     config_class = RejectionSamplingConfig
     outputs = {"dataset": "dataset", "rejected": "rejected", "pairs": "pairs", "metrics": "metrics.jsonl"}
-    main_process_only = True  # under a multi-process launch, rank 0 generates; the others wait for its manifest
+    # Under a multi-process launch every rank generates and commits its share of the shards (k % world == rank) and
+    # rank 0 waits for all of them; with a Ray executor rank 0 drives the workers and the other ranks only wait.
+    main_process_only = False
 
     def __init__(self, config: RejectionSamplingConfig, ctx: StageContext):
         self.cfg, self.ctx = config, ctx
@@ -109,13 +117,16 @@ class RejectionSamplingStage:
         from data_gen.rejection import summarize
         from data_gen.shards import run_shards
         from posttrain.generation import make_generator
+        from posttrain.generation.executor import rank_device, rank_share
         from rewards import build_reward
 
         cfg, ctx = self.cfg, self.ctx
+        rank, world = rank_share()
+        ray = cfg.executor.kind == "ray"
+        if ray and rank != 0:
+            return {}  # rank 0 drives the Ray workers; this rank waits for its manifest
         rows = load_prompts(cfg.sources(), f"stage '{ctx.name}'")
-        reward = build_reward(cfg.rewards, f"stage '{ctx.name}'")
-        generator = make_generator(cfg.model, cfg.generator, seed=cfg.seed)
-        logger = MetricsLogger(ctx.path("metrics.jsonl"))
+        logger = MetricsLogger(ctx.path("metrics.jsonl")) if rank == 0 else None
 
         def log_shard(stats: dict[str, Any]) -> None:
             c = stats["counts"]
@@ -130,6 +141,18 @@ class RejectionSamplingStage:
                 **{k: v for k, v in c.items() if k.startswith("rejected/")},
             )
 
+        where = f"stage '{ctx.name}'"
+        generator = reward = pool = None
+        if ray:
+            from data_gen.shards import shard_worker, worker_backend
+            from posttrain.generation.ray_pool import RayPool
+
+            args = (cfg.model, cfg.generator, cfg.seed, cfg.rewards, where)
+            pool = RayPool(cfg.executor, shard_worker, args, where=f"{where}: ")
+        else:
+            reward = build_reward(cfg.rewards, where)
+            with rank_device(cfg.generator.tensor_parallel_size):
+                generator = make_generator(cfg.model, cfg.generator, seed=cfg.seed)
         try:
             counts = run_shards(
                 generator,
@@ -138,8 +161,8 @@ class RejectionSamplingStage:
                 ctx.stage_dir,
                 shard_size=cfg.shard_size,
                 seed=cfg.seed,
-                show_progress=ctx.show_progress,
-                on_shard=log_shard,
+                show_progress=ctx.show_progress and rank == 0,
+                on_shard=log_shard if rank == 0 else None,
                 sampling=cfg.sampling,
                 filters=cfg.filters,
                 keep=cfg.keep,
@@ -151,13 +174,23 @@ class RejectionSamplingStage:
                 pairs=cfg.pairs,
                 domain=cfg.domain,
                 source=cfg.sources()[0].source,
+                pool=pool,
+                share=(rank, world),
             )
+            backend = pool.apply(worker_backend) if pool is not None else generator.name
         finally:
-            generator.close()
+            if pool is not None:
+                pool.close()
+            else:
+                generator.close()
+        if rank != 0:
+            return {}  # rank 0 has waited for every shard and reports them all
         metrics = summarize(counts)
-        metrics.update(
-            backend=generator.name, num_shards=counts["num_shards"], resumed_shards=counts["num_shards_resumed"]
-        )
+        metrics.update(backend=backend, num_shards=counts["num_shards"], resumed_shards=counts["num_shards_resumed"])
+        if pool is not None:
+            metrics.update(executor="ray", workers=cfg.executor.num_workers, retries=pool.retries)
+        elif world > 1:
+            metrics.update(ranks=world)
         if metrics["kept"] == 0:
             log.warning("stage '%s': no sample passed; the dataset is empty (see rejected/ for why)", ctx.name)
         return metrics
