@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from posttrain.errors import ConfigError, UserError, machine_error_line
 
@@ -71,15 +72,37 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _accelerate_command(args: argparse.Namespace, argv: list[str]) -> list[str]:
-    """`accelerate launch` re-running this same command in every process (without the launch flags)."""
+def _multi_cpu_processes(args: argparse.Namespace) -> int | None:
+    """How many CPU processes to start when the launch is several CPU processes on this machine, else None.
+    accelerate launches MULTI_CPU through mpirun only; without it `accelerate launch --cpu --num_processes N` starts
+    one process, so these launches go through torch.distributed.run (gloo), which accelerate's state reads."""
     import torch
 
+    if args.accelerate_config:
+        import yaml
+
+        try:
+            config = yaml.safe_load(Path(args.accelerate_config).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return None  # accelerate reports a bad config file itself
+        if not isinstance(config, dict) or config.get("distributed_type") != "MULTI_CPU":
+            return None
+        if int(config.get("num_machines", 1) or 1) > 1:
+            return None
+        return args.num_processes if args.num_processes > 1 else int(config.get("num_processes", 1) or 1)
+    return None if torch.cuda.is_available() else args.num_processes
+
+
+def _accelerate_command(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """`accelerate launch` re-running this same command in every process (without the launch flags); several CPU
+    processes on one machine go through `torch.distributed.run` instead (see `_multi_cpu_processes`)."""
+    cpu_processes = _multi_cpu_processes(args)
+    if cpu_processes is not None:
+        run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cpu_processes)]
+        return [*run, "-m", "posttrain.cli", *argv]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.num_processes)]
     if args.accelerate_config:
         launch += ["--config_file", args.accelerate_config]
-    elif not torch.cuda.is_available():
-        launch += ["--cpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     else:
         launch += ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
     return [*launch, "-m", "posttrain.cli", *argv]

@@ -16,7 +16,9 @@ def test_grpo_two_cpu_processes(write_recipe, tmp_path, tiny_path):
     cmd = [sys.executable, "-m", "posttrain.cli", "run", path, "--run-dir", str(runs), "--no-progress"]
     done = subprocess.run([*cmd, "--num-processes", "2"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "accelerate.commands.launch --num_processes 2" in done.stderr
+    # two ranks ran: accelerate starts one process for `--cpu`, so CPU launches go through torch.distributed.run
+    assert "torch.distributed.run --standalone --nproc_per_node 2" in done.stderr
+    assert (runs / "grpo_test/rl/log.rank1.txt").is_file()
     m = json.loads((runs / "grpo_test/rl/manifest.json").read_text())["metrics"]
     assert m["steps"] == 2 and "eval_end/pass@1" in m
     assert (runs / "grpo_test/rl/model/config.json").is_file()
