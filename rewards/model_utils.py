@@ -53,3 +53,20 @@ def chat_text(tokenizer: Any, messages: list[dict], add_generation_prompt: bool 
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     text = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
     return text + ("\nassistant:" if add_generation_prompt else "")
+
+
+REFERENCE_TEMPLATE = "{content}\n\nReference answer: {reference}"
+
+
+def with_reference(messages: list[dict], reference: Any) -> list[dict]:
+    """The prompt as a reference-reading reward model sees it (DeepSeek-V3's reward model for questions with a
+    free-form ground truth reads the question and the reference with the response): the last user turn gets
+    `Reference answer: ...` appended. The `reward_model` stage trains on this rendering and the reward scores with
+    it, so both sides always agree."""
+    out = [dict(m) for m in messages]
+    users = [i for i, m in enumerate(out) if m.get("role") == "user"]
+    if not users:
+        return [*out, {"role": "user", "content": f"Reference answer: {reference}"}]
+    last = users[-1]
+    out[last]["content"] = REFERENCE_TEMPLATE.format(content=out[last]["content"], reference=reference)
+    return out

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from rewards.base import completion_texts, prompt_messages, reward, row_value
-from rewards.model_utils import batches, chat_text, check_model, torch_dtype
+from rewards.model_utils import batches, chat_text, check_model, torch_dtype, with_reference
 
 
 @lru_cache(maxsize=2)
@@ -75,7 +75,12 @@ def _validate(params: dict[str, Any], ctx: Any = None) -> list[str]:
     return problems
 
 
-@reward("reward_model", kind="model", columns=("prompt",), validate=_validate)
+@reward(
+    "reward_model",
+    kind="model",
+    columns=lambda p: ("prompt", p["reference"]) if p.get("reference") else ("prompt",),
+    validate=_validate,
+)
 def reward_model_reward(
     completions: list,
     prompts: list | None = None,
@@ -85,6 +90,7 @@ def reward_model_reward(
     batch_size: int = 8,
     max_length: int = 2048,
     dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+    reference: str | None = None,
     **kwargs,
 ) -> list[float | None]:
     """A sequence classifier's score of each (prompt, completion) pair: its logit, or P(label) with several labels.
@@ -96,19 +102,27 @@ def reward_model_reward(
         label: the class whose probability is the reward when the model has several labels.
         batch_size / max_length: pairs per forward pass; tokens kept per pair (from the end).
         dtype: float32, bfloat16 or float16; null keeps the checkpoint's.
+        reference: a column (e.g. answer) shown to the model with the prompt (`Reference answer: ...`), for a
+            reward model trained with the same `reference:` setting; a row without one scores None.
     """
     import torch
 
     classifier, tokenizer = load_classifier(model, dtype)
     texts = completion_texts(completions)
     prompts = prompts if prompts is not None else kwargs.get("prompt")
-    pairs = [
-        chat_text(
-            tokenizer, prompt_messages(row_value(prompts, i, len(texts))) + [{"role": "assistant", "content": t}]
-        )
-        for i, t in enumerate(texts)
-    ]
-    scores: list[float | None] = []
+    if reference is not None and kwargs.get(reference) is None:
+        raise ValueError(f"reward_model: reference: the data has no '{reference}' column to show the model")
+    pairs, scored = [], []
+    for i, t in enumerate(texts):
+        messages = prompt_messages(row_value(prompts, i, len(texts)))
+        if reference is not None:
+            ref = row_value(kwargs[reference], i, len(texts))
+            if ref is None or str(ref) == "":
+                continue  # no reference to read: None
+            messages = with_reference(messages, ref)
+        pairs.append(chat_text(tokenizer, messages + [{"role": "assistant", "content": t}]))
+        scored.append(i)
+    scores: list[float] = []
     for _, chunk in batches(pairs, batch_size):
         enc = tokenizer(
             list(chunk), return_tensors="pt", padding=True, truncation=True, max_length=max_length,
@@ -123,4 +137,7 @@ def reward_model_reward(
             scores.extend(logits_BL.softmax(-1)[:, label].tolist())
         else:
             raise ValueError(f"label is {label} but model '{model}' has {num_labels} labels (0..{num_labels - 1})")
-    return scores
+    out: list[float | None] = [None] * len(texts)
+    for i, score in zip(scored, scores):
+        out[i] = score
+    return out

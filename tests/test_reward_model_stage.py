@@ -159,3 +159,31 @@ def test_reward_model_from_the_embedded_model_loads_and_scores(write_recipe, tmp
     assert m["steps"] == 2 and m["eval_end/pairs"] == m["eval_pairs"]
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "runs/rm_test/rm/model")
     assert model.config.num_hidden_layers == 30 and model.score.out_features == 1
+
+
+def test_a_reference_reading_reward_model_scores_as_the_reward_does(write_recipe, tmp_path, pairs, capsys):
+    """With `reference: answer` the model reads `Reference answer: ...` in the prompt, in training and in the
+    reward alike: the reward given the raw prompts and the `answer` column reproduces the stage's held-out scores,
+    and scores a row without a reference None."""
+    from rewards import build_reward
+    from rewards.model_utils import with_reference
+
+    m = _run(write_recipe, tmp_path, pairs, 4, "stages.rm.reference=answer")
+    stage = tmp_path / "runs/rm_test/rm"
+    held = [json.loads(x) for x in (stage / "eval_pairs.jsonl").read_text().splitlines()]
+    assert "Reference answer" not in json.dumps(held[0]["prompt"])  # written as given
+    entry = {"name": "reward_model", "model": str(stage / "model"), "reference": "answer"}
+    reward = build_reward([entry])
+    prompts, answers = [r["prompt"] for r in held], [r["answer"] for r in held]
+    chosen = reward([r["chosen"] for r in held], prompts=prompts, answer=answers)
+    assert chosen == pytest.approx([r["score_chosen"] for r in held], abs=1e-3)
+    plain = build_reward([{"name": "reward_model", "model": str(stage / "model")}])
+    shown = [with_reference(p, a) for p, a in zip(prompts, answers)]
+    assert plain([r["chosen"] for r in held], prompts=shown) == pytest.approx(chosen, abs=1e-5)
+    assert reward(["x", "y"], prompts=prompts[:2], answer=[answers[0], None])[1] is None
+    assert m["eval_end/pairs"] == len(held)
+    # a reference column the pairs do not have: one line naming the stage, the field and the columns
+    assert main(["run", write_recipe(RECIPE.format(pairs=pairs, steps=2)), "stages.rm.reference=gold",
+                 "--run-dir", str(tmp_path / "r2"), "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "stage 'rm': reference: the data pairs have no 'gold' column" in err and "drop `reference`" in err

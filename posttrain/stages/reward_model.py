@@ -35,6 +35,13 @@ class RewardModelConfig:
     )
     eval_data: SourceConfig | None = field(default=None, metadata={"help": "held-out pairs (default: split data)"})
     eval_size: int = field(default=32, metadata={"help": "pairs held out of `data` (whole prompts; at least this)"})
+    reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "a column (e.g. answer) shown with the prompt as `Reference answer: ...` (DeepSeek-V3's reward "
+            "model for free-form ground truth); the reward then needs the same `reference:`"
+        },
+    )
     baselines: list[RewardEntry] = field(
         default_factory=list,
         metadata={"help": "other rewards scored on the held-out pairs for comparison, e.g. [{name: llm_judge}]"},
@@ -102,8 +109,32 @@ class RewardModelStage:
         cfg, where = self.cfg, f"stage '{self.ctx.name}'"
         train = load_pairs(cfg.data, f"{where}: data")
         if cfg.eval_data is not None:
-            return train, load_pairs(cfg.eval_data, f"{where}: eval_data")
-        return split_pairs(train, cfg.eval_size, cfg.seed, where)
+            evals = load_pairs(cfg.eval_data, f"{where}: eval_data")
+        else:
+            train, evals = split_pairs(train, cfg.eval_size, cfg.seed, where)
+        return train, evals
+
+    def _with_reference(self, pairs: Any, name: str) -> Any:
+        """The pairs as the model reads them: with `reference`, the reference shown in each prompt, as the
+        `reward_model` reward shows it (the held-out pairs are written and given to baselines as they were)."""
+        if self.cfg.reference is None or pairs is None:
+            return pairs
+        from posttrain.errors import DataError
+        from rewards.model_utils import with_reference
+
+        column = self.cfg.reference
+        if column not in pairs.column_names:
+            raise DataError(
+                f"stage '{self.ctx.name}': reference: the {name} pairs have no '{column}' column "
+                f"(columns: {', '.join(pairs.column_names)}); name one of them or drop `reference`"
+            )
+        missing = [i for i, v in enumerate(pairs[column]) if v is None or str(v) == ""]
+        if missing:
+            raise DataError(
+                f"stage '{self.ctx.name}': reference: {name} pair {missing[0]} has an empty '{column}' "
+                f"({len(missing)} such pairs); fill it or drop `reference`"
+            )
+        return pairs.map(lambda row: {"prompt": with_reference(row["prompt"], row[column])})
 
     def _score(self, model: Any, tokenizer: Any, evals: Any) -> tuple[dict, list, list]:
         from data_gen.pairs import pair_metrics, score_pairs
@@ -127,6 +158,8 @@ class RewardModelStage:
 
         cfg, ctx = self.cfg, self.ctx
         train, evals = self._datasets()
+        # what the model reads (with `reference`, the prompt shows it); `evals` stays as given for the baselines
+        train, shown = self._with_reference(train, "data"), self._with_reference(evals, "held-out")
         model, tokenizer = load_reward_model(cfg.model, cfg.seed)
         max_steps, optimizer, scheduler = planned_optimizer(cfg, model, len(train))
         resume_from, step = resume_point(ctx)
@@ -145,7 +178,7 @@ class RewardModelStage:
             model=model,
             args=args,
             train_dataset=train.select_columns(columns),
-            eval_dataset=evals.select_columns(columns) if periodic else None,
+            eval_dataset=shown.select_columns(columns) if periodic else None,
             processing_class=tokenizer,
             optimizers=(optimizer, scheduler),
             callbacks=make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes),
@@ -153,7 +186,7 @@ class RewardModelStage:
         main_process = args.process_index == 0
         start = None
         if evals is not None and main_process:  # the fresh score head: kept on disk, a resumed run has it no more
-            start = cached_json(ctx.path("eval_start.json"), lambda: self._score(model, tokenizer, evals)[0])
+            start = cached_json(ctx.path("eval_start.json"), lambda: self._score(model, tokenizer, shown)[0])
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         metrics = {
             "steps": trainer.state.global_step,
@@ -167,7 +200,7 @@ class RewardModelStage:
             trainer.accelerator.wait_for_everyone()  # until the main process has scored and saved
             return metrics
         if evals is not None:
-            end, chosen, rejected = self._score(trainer.model, tokenizer, evals)
+            end, chosen, rejected = self._score(trainer.model, tokenizer, shown)
             self._write_eval_pairs(evals, chosen, rejected)
             metrics.update({f"eval_start/{k}": v for k, v in start.items()})
             metrics.update({f"eval_end/{k}": v for k, v in end.items()})
