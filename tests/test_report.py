@@ -101,3 +101,16 @@ def test_runs_and_compare(run, capsys):
     assert main(["compare", str(run), str(run)]) == 0
     out = capsys.readouterr().out
     assert "heldout" in out and "pass@1" in out and "eval_loss" in out
+
+
+def test_stages_started_within_one_second_keep_their_run_order(tmp_path):
+    """Two quick evals often start within the same second: `started_unix` (ms) orders them, not their names."""
+    import json
+
+    from posttrain.runs import read_run
+
+    for name, unix in (("heldout_base", 1796169000.125), ("heldout", 1796169000.750)):
+        (tmp_path / name).mkdir()
+        manifest = {"type": "eval", "inputs": {}, "metrics": {}, "started_at": "2026-12-02T00:10:00"}
+        (tmp_path / name / "manifest.json").write_text(json.dumps({**manifest, "started_unix": unix}))
+    assert [s.name for s in read_run(tmp_path).stages] == ["heldout_base", "heldout"]
