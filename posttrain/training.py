@@ -471,3 +471,15 @@ def planned_optimizer(cfg: Any, model: Any, num_rows: int) -> tuple[int, Any, An
         model, cfg.learning_rate, cfg.weight_decay, cfg.lr_scheduler, int(cfg.warmup_ratio * max_steps), max_steps
     )
     return max_steps, optimizer, scheduler
+
+
+def final_policy(trainer: Any, lora_rank: int, fp8_report: Any, metrics: dict[str, Any]) -> Any:
+    """The trained model as it is saved: a LoRA adapter merged in, FP8 Linears back to high precision (their
+    counts recorded in `metrics`)."""
+    policy = trainer.model.merge_and_unload() if lora_rank > 0 else trainer.model
+    if fp8_report is not None:
+        from posttrain.model.fp8 import convert_from_fp8
+
+        convert_from_fp8(policy)
+        metrics.update(fp8_layers=fp8_report.converted, fp8_skipped=fp8_report.skipped)
+    return policy

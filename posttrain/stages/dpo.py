@@ -193,11 +193,13 @@ class DpoStage:
         from posttrain.model.loading import load_model_and_tokenizer
         from posttrain.training import (
             cached_json,
+            final_policy,
             make_callbacks,
             planned_optimizer,
             resume_point,
             save_model_atomically,
             trainer_kwargs,
+            whole_run_loss,
             wrap_lora,
         )
         from rewards import build_reward
@@ -254,18 +256,13 @@ class DpoStage:
             "train_pairs": len(train),
             "eval_pairs": len(evals) if evals is not None else 0,
             "eval_prompts": len(prompts) if prompts is not None else 0,
-            "train_loss": round(result.training_loss, 5),
+            "train_loss": round(whole_run_loss(ctx.path("metrics.jsonl"), result.training_loss, step), 5),
             "resumed_from_step": step,
         }
         if not main_process:
             trainer.accelerator.wait_for_everyone()  # until the main process has saved and evaluated
             return metrics
-        policy = trainer.model.merge_and_unload() if cfg.lora_rank > 0 else trainer.model
-        if fp8_report is not None:
-            from posttrain.model.fp8 import convert_from_fp8
-
-            convert_from_fp8(policy)
-            metrics.update(fp8_layers=fp8_report.converted, fp8_skipped=fp8_report.skipped)
+        policy = final_policy(trainer, cfg.lora_rank, fp8_report, metrics)
         # Saved in the training dtype: rounding to bf16 would erase much of a small preference update.
         save_model_atomically(policy, tokenizer, ctx.path("model"))
         gen_end = self._generation_eval(policy, tokenizer, prompts, reward)

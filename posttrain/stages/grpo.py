@@ -355,6 +355,7 @@ class GrpoStage:
         from posttrain.training import (
             CompletionLogger,
             build_optimizer,
+            final_policy,
             make_callbacks,
             resume_point,
             reward_metrics_callback,
@@ -427,12 +428,7 @@ class GrpoStage:
         if not main_process:
             trainer.accelerator.wait_for_everyone()  # until the main process has saved and evaluated
             return metrics
-        policy = trainer.model.merge_and_unload() if cfg.lora_rank > 0 else trainer.model
-        if fp8_report is not None:
-            from posttrain.model.fp8 import convert_from_fp8
-
-            convert_from_fp8(policy)
-            metrics.update(fp8_layers=fp8_report.converted, fp8_skipped=fp8_report.skipped)
+        policy = final_policy(trainer, cfg.lora_rank, fp8_report, metrics)
         # Saved in the training dtype: rounding to bf16 would erase much of a small RL update.
         save_model_atomically(policy, tokenizer, ctx.path("model"))
         eval_end = self._evaluate(policy, tokenizer, evals, reward, "eval_end.json")

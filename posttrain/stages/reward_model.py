@@ -154,6 +154,7 @@ class RewardModelStage:
             resume_point,
             save_model_atomically,
             trainer_kwargs,
+            whole_run_loss,
         )
 
         cfg, ctx = self.cfg, self.ctx
@@ -193,7 +194,7 @@ class RewardModelStage:
             "train_pairs": len(train),
             "train_pairs_too_long": len(train) - len(trainer.train_dataset),
             "eval_pairs": len(evals) if evals is not None else 0,
-            "train_loss": round(result.training_loss, 5),
+            "train_loss": round(whole_run_loss(ctx.path("metrics.jsonl"), result.training_loss, step), 5),
             "resumed_from_step": step,
         }
         if not main_process:
