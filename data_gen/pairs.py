@@ -35,7 +35,8 @@ from data_gen.rejection import FILTERS, GOLD_COLUMNS
 from data_gen.sources import SourceConfig
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
-REJECTION_FILTERS = tuple(f for f in FILTERS if f != "not_selected")  # what a rejected side may have failed
+# What a rejected side may have failed: not a copy of a passing sample, nor one the keep policy passed over.
+REJECTION_FILTERS = tuple(f for f in FILTERS if f not in ("not_selected", "duplicate"))
 PASSED = ("kept", "not_selected")  # verdicts of samples that passed every filter: the chosen side
 
 
@@ -245,9 +246,10 @@ def check_pair(row: dict[str, Any], at: str) -> dict[str, Any]:
     return {**row, "chosen": chosen, "rejected": rejected}
 
 
-def load_pairs(cfg: SourceConfig | str, where: str):
-    """Load and check preference pairs from any source; returns a `datasets.Dataset` with `prompt`, `chosen` and
-    `rejected` (chat format) and whatever other columns the source has (e.g. `rejected_filter`).
+def load_pairs(cfg: SourceConfig | str | list[SourceConfig], where: str):
+    """Load and check preference pairs from any source, or from a list of them (pooled in order: e.g. the pairs of
+    several experts' rejection sampling); returns a `datasets.Dataset` with `prompt`, `chosen` and `rejected` (chat
+    format) and whatever other columns the sources have (e.g. `rejected_filter`; None where a source has none).
 
     Raises:
         DataError: a missing column, an empty side, identical sides (naming the file and row), or no pairs.
@@ -258,6 +260,10 @@ def load_pairs(cfg: SourceConfig | str, where: str):
     from data_gen.sources import load_source
     from posttrain.errors import DataError
 
+    if isinstance(cfg, list):
+        parts = [load_pairs(one, f"{where}[{i}]").to_list() for i, one in enumerate(cfg)]
+        keys = list(dict.fromkeys(k for part in parts for row in part for k in row))
+        return datasets.Dataset.from_list([{**dict.fromkeys(keys), **row} for part in parts for row in part])
     if isinstance(cfg, str):
         cfg = SourceConfig(source=cfg)
     files = _files(cfg.source)

@@ -11,6 +11,8 @@ sample meets the filters in this order and is charged to the first one it fails:
     incorrect     the verifier (the first reward, or `verifier`) scored below `pass_threshold`, or None
     overthinking  correct, but over `overthinking_ratio` x the shortest correct sample of the same prompt (and
                   over `overthinking_min_tokens`): R1's habit of going on after it has the answer
+    duplicate     correct and clean, but the same text (up to whitespace) as an earlier survivor of the same prompt:
+                  identical samples count once (`drop_duplicates`)
     not_selected  correct and clean, but the keep policy took others
 
 The keep policy picks among the survivors: `all_correct`, `best` (highest weighted reward), `shortest_correct`, or
@@ -42,7 +44,10 @@ from posttrain.generation.base import Generator, Sample, SamplingConfig, with_sy
 from rewards.base import Reward
 from rewards.scoring import per_row, score_each
 
-FILTERS = ("truncated", "too_long", "repetition", "format", "language", "incorrect", "overthinking", "not_selected")
+FILTERS = (
+    "truncated", "too_long", "repetition", "format", "language", "incorrect", "overthinking", "duplicate",
+    "not_selected",
+)  # fmt: skip
 FORMAT_CHECKS = ("nonempty", "think", "boxed")
 SAMPLE_TYPES = ("r1", "original")
 KeepPolicy = Literal["all_correct", "best", "shortest_correct", "first_k"]
@@ -76,6 +81,9 @@ class FilterConfig:
     )
     overthinking_min_tokens: int = field(
         default=64, metadata={"help": "samples at most this long are never counted as overthinking"}
+    )
+    drop_duplicates: bool = field(
+        default=True, metadata={"help": "identical survivors of one prompt (up to whitespace) count once"}
     )
 
     def check(self) -> list[str]:
@@ -168,6 +176,14 @@ def judge_samples(
         for i in alive:
             if samples[i].num_tokens > limit:
                 verdicts[i] = "overthinking"
+        alive = [i for i in alive if not verdicts[i]]
+    if filters.drop_duplicates:
+        seen: set[str] = set()
+        for i in alive:
+            text = " ".join(samples[i].text.split())
+            if text in seen:
+                verdicts[i] = "duplicate"
+            seen.add(text)
         alive = [i for i in alive if not verdicts[i]]
     if keep == "all_correct":
         chosen = alive

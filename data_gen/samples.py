@@ -114,6 +114,9 @@ def worked_response(row: dict[str, Any]) -> str | None:
             metadata = json.loads(metadata)
         except ValueError:
             metadata = None
+    reasoning = aiw_reasoning(row, answer)
+    if reasoning:
+        return f"{reasoning}\n\nThe answer is {boxed}."
     expression = metadata.get("expression") if isinstance(metadata, dict) else None
     steps = arithmetic_steps(expression) if isinstance(expression, str) else None
     # Tasks may define their own division semantics; show the derivation only when it reaches the gold answer.
@@ -121,6 +124,47 @@ def worked_response(row: dict[str, Any]) -> str | None:
         work = "\n".join(f"= {s}" if i else s for i, s in enumerate(steps))
         return f"Let me evaluate it step by step.\n{work}\n\nThe answer is {boxed}."
     return f"The answer is {boxed}."
+
+
+# ---- "Alice in Wonderland" puzzles (reasoning-gym `aiw`, the logic domain): the step small models miss
+
+_AIW_SIBLINGS = re.compile(
+    r"^(?P<name>\w+) has (?:(?P<b1>\d+) brothers and she also has (?P<s1>\d+) sisters|"
+    r"(?P<s2>\d+) sisters and she also has (?P<b2>\d+) brothers)\. How many sisters does (?P<who>\w+)'s brother have\?"
+)
+_AIW_FRIENDS = re.compile(
+    r"^(?P<name>\w+) has (?P<m>\d+) male friends and she also has (?P<f>\d+) female friends\..*"
+    r"How many female friends does (?P<who>\w+), a male friend of (?P=name), have\?",
+    re.DOTALL,
+)
+
+
+def aiw_reasoning(row: dict[str, Any], answer: str) -> str | None:
+    """The reasoning of an `aiw` siblings or friends puzzle ("Alice has 3 sisters and 2 brothers. How many sisters
+    does Alice's brother have?"): the brother's sisters are Alice's sisters and Alice herself. None for other rows,
+    for the colleagues variant (whose gold in reasoning-gym leaves out the second circle) and when the count
+    derived from the question is not the gold."""
+    if row.get("task") != "aiw":
+        return None
+    prompt = row.get("prompt")
+    question = prompt[-1]["content"] if isinstance(prompt, list) and prompt else str(prompt or "")
+    if m := _AIW_SIBLINGS.match(question.strip()):
+        name, sisters = m["name"], int(m["s1"] or m["s2"])
+        text = (
+            f"{name} is a girl with {sisters} sisters. Her brother has the same sisters as she does, and {name} "
+            f"herself is his sister too: {sisters} + 1 = {sisters + 1}."
+        )
+        count = sisters + 1
+    elif m := _AIW_FRIENDS.match(question.strip()):
+        name, who, female = m["name"], m["who"], int(m["f"])
+        text = (
+            f"Everyone in the group is friends with everyone else. {who}'s female friends are {name}'s {female} "
+            f"female friends and {name} herself: {female} + 1 = {female + 1}."
+        )
+        count = female + 1
+    else:
+        return None
+    return text if str(count) == answer else None
 
 
 # ---- code tasks (builtin:code_tasks): the reference solution as the response

@@ -54,6 +54,10 @@ class SourceConfig:
     size: int | None = field(default=None, metadata={"help": "number of rows (reasoning_gym: rows generated)"})
     seed: int = field(default=0, metadata={"help": "seed for generated tasks and shuffling"})
     shuffle: bool = field(default=False, metadata={"help": "shuffle rows (with `seed`) before taking `size`"})
+    skip: int = field(
+        default=0,
+        metadata={"help": "rows dropped (after the shuffle) before `size` is taken: a held-out slice of one source"},
+    )
     on_error: Literal["raise", "skip"] = field(
         default="raise", metadata={"help": "malformed rows: raise an error naming the line, or skip and count"}
     )
@@ -70,6 +74,8 @@ class SourceConfig:
         problems = [f"source: {problem}"] if problem else []
         if self.size is not None and self.size <= 0:
             problems.append(f"size: must be positive, got {self.size}")
+        if self.skip < 0:
+            problems.append(f"skip: must be >= 0 (rows dropped before `size` is taken), got {self.skip}")
         if not 0 <= self.seed < 2**32:
             problems.append(f"seed: must be in [0, 2**32 - 1], got {self.seed}")
         if self.source == "builtin:code_tasks":
@@ -191,6 +197,10 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
         raise DataError(f"source '{cfg.source}' has no rows; point it at a non-empty file or raise its size")
     if cfg.shuffle:
         ds = ds.shuffle(seed=cfg.seed)
+    if cfg.skip:
+        if cfg.skip >= len(ds):
+            raise DataError(f"source '{cfg.source}': skip: {cfg.skip} drops all {len(ds)} rows; lower it")
+        ds = ds.select(range(cfg.skip, len(ds)))
     if cfg.size is not None and scheme != "reasoning_gym" and cfg.source != "builtin:code_tasks":
         ds = ds.select(range(min(cfg.size, len(ds))))
     if cfg.domain is not None:
@@ -202,7 +212,35 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
     return ds
 
 
-def load_sources(cfgs: list[SourceConfig], where: str = "data"):
+def load_data(
+    data: SourceConfig | list[SourceConfig],
+    where: str = "data",
+    stats: dict[str, int] | None = None,
+    require_prompt: bool = True,
+):
+    """A stage's `data` field, one source or a list of them (`load_sources`), as one `datasets.Dataset`.
+    `require_prompt: False` for stages whose rows may be whole conversations (`messages`) instead."""
+    if isinstance(data, list):
+        ds = load_sources(data, where, require_prompt)
+        if stats is not None:
+            stats.update(num_rows=len(ds), num_skipped=0)
+        return ds
+    return load_source(data, stats)
+
+
+def data_columns(data: SourceConfig | list[SourceConfig], domains: list[str] | None = None) -> set[str] | None:
+    """The columns every row of a `data` field has, when known without reading it (None when a source is a file).
+    With `domains` (a reward entry's), only the sources tagged with one of them count: the rows it scores."""
+    sources = data if isinstance(data, list) else [data]
+    if domains and any(s.domain in domains for s in sources):
+        sources = [s for s in sources if s.domain in domains]
+    columns = [known_columns(s) for s in sources]
+    if not columns or any(c is None for c in columns):
+        return None
+    return set.intersection(*columns)
+
+
+def load_sources(cfgs: list[SourceConfig], where: str = "data", require_prompt: bool = True):
     """Several sources as one `datasets.Dataset`: the union of their columns (None where a source has none), in
     source order, with an `origin` column (the source string) that per-source counts use.
 
@@ -213,7 +251,7 @@ def load_sources(cfgs: list[SourceConfig], where: str = "data"):
     parts = []
     for i, cfg in enumerate(cfgs):
         ds = load_source(cfg)
-        if "prompt" not in ds.column_names:
+        if require_prompt and "prompt" not in ds.column_names:
             raise DataError(f"{where}[{i}] '{cfg.source}' has no 'prompt' column; found {ds.column_names}")
         parts.append((cfg.source, ds))
     if len(parts) == 1:
@@ -352,7 +390,7 @@ def _reasoning_gym_rows(task: str, size: int, seed: int, args: dict[str, Any]) -
     import reasoning_gym
 
     try:
-        data = reasoning_gym.create_dataset(task, size=size, seed=seed, **args)
+        data = reasoning_gym.create_dataset(task, size=size, seed=seed, **_enum_args(task, args))
     except TypeError as e:
         raise DataError(f"reasoning_gym task '{task}' rejects args {args}: {e}") from None
     return [
@@ -365,6 +403,43 @@ def _reasoning_gym_rows(task: str, size: int, seed: int, args: dict[str, Any]) -
         }
         for i, entry in enumerate(data)
     ]
+
+
+def _enum_args(task: str, args: dict[str, Any]) -> dict[str, Any]:
+    """YAML gives strings where a task's config wants enum members (aiw's `task_types: [siblings, friends]`):
+    convert them by the config's type hints; an unknown value names the allowed ones."""
+    import enum
+    import typing
+
+    from reasoning_gym.factory import DATASETS
+
+    if task not in DATASETS or not args:
+        return args
+    try:
+        hints = typing.get_type_hints(DATASETS[task][1])
+    except Exception:  # a config whose hints do not resolve: pass the args as they are
+        return args
+    out = dict(args)
+    for name, value in args.items():
+        hint = hints.get(name)
+        inner = typing.get_args(hint)[0] if typing.get_origin(hint) is list and typing.get_args(hint) else hint
+        if not (isinstance(inner, type) and issubclass(inner, enum.Enum)):
+            continue
+        allowed = [m.value for m in inner]
+
+        def member(v: Any, name: str = name, inner: Any = inner, allowed: list = allowed) -> Any:
+            if isinstance(v, inner):
+                return v
+            try:
+                return inner(v)
+            except ValueError:
+                raise DataError(
+                    f"reasoning_gym task '{task}': args.{name}: unknown value {v!r}{did_you_mean(str(v), allowed)}; "
+                    f"use {one_of(allowed)}"
+                ) from None
+
+        out[name] = [member(v) for v in value] if isinstance(value, list) else member(value)
+    return out
 
 
 def _chat_prompt_rows() -> list[dict[str, Any]]:

@@ -144,6 +144,8 @@ def _plots(run: RunInfo, out: Path) -> dict[str, list[str]]:
 
 
 def _cell(value: Any, stderr: Any) -> str:
+    if value is None:
+        return "-"  # this point did not evaluate this domain (an expert is evaluated on its own domain)
     return fmt(value) + (f" ± {2 * stderr:.2g}" if isinstance(stderr, (int, float)) else "")
 
 

@@ -49,8 +49,10 @@ PAIR_EVAL_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen
 
 @dataclass
 class DpoConfig:
-    data: SourceConfig = field(
-        metadata={"help": "preference pairs (prompt, chosen, rejected): e.g. ${stages.distill.pairs}, jsonl:PATH"}
+    data: SourceConfig | list[SourceConfig] = field(
+        metadata={
+            "help": "preference pairs (prompt, chosen, rejected): e.g. ${stages.distill.pairs}, jsonl:PATH, or a list (pooled)"
+        }
     )
     model: str = field(default="${model}", metadata={"help": "policy to train (e.g. ${stages.sft.model})"})
     ref_model: str | None = field(default=None, metadata={"help": "frozen reference (default: the starting policy)"})

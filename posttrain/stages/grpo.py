@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from data_gen.sources import SourceConfig, known_columns
+from data_gen.sources import SourceConfig, data_columns
 from posttrain.errors import DataError
 from posttrain.grpo_sampling import DynamicSampling
 from posttrain.stages.base import STAGES, StageContext
@@ -44,7 +44,12 @@ CPU_SERVER_WARNING = (
 
 @dataclass
 class GrpoConfig:
-    data: SourceConfig = field(metadata={"help": "training prompts: a source string or mapping (rows need `prompt`)"})
+    data: SourceConfig | list[SourceConfig] = field(
+        metadata={
+            "help": "training prompts: a source (string or mapping) or a list of them, e.g. one per domain with "
+            "`domain:` tags that reward entries route on (rows need `prompt`)"
+        }
+    )
     rewards: list[RewardEntry] = field(
         metadata={"help": "reward entries {name, weight?, on_error?, **settings}; see `posttrain rewards list`"}
     )
@@ -176,7 +181,8 @@ class GrpoConfig:
         if not self.rewards:
             problems.append("rewards: give at least one, e.g. [{name: math}]")
         problems += self._check_sampling()
-        problems += check_reward_columns(self.rewards, known_columns(self.data.source))
+        for i, entry in enumerate(self.rewards):  # a reward routed to some domains needs columns of those rows only
+            problems += check_reward_columns([entry], data_columns(self.data, entry.domains), first=i)
         return problems + check_trl_args(self.trl_args, "GRPOConfig", GrpoConfig)
 
     def _check_sampling(self) -> list[str]:
@@ -260,11 +266,11 @@ class GrpoStage:
         self.ctx = ctx
 
     def _datasets(self):
-        from data_gen.sources import load_source
+        from data_gen.sources import load_data, load_source
         from posttrain.training import held_out_split
 
         cfg, where = self.cfg, f"stage '{self.ctx.name}'"
-        train = prepare_prompts(load_source(cfg.data), cfg.system_prompt, f"{where}: data")
+        train = prepare_prompts(load_data(cfg.data, f"{where}: data"), cfg.system_prompt, f"{where}: data")
         if cfg.eval_data is not None:
             return train, prepare_prompts(load_source(cfg.eval_data), cfg.system_prompt, f"{where}: eval_data")
         return held_out_split(train, cfg.eval_size, cfg.seed, where)

@@ -27,8 +27,10 @@ from rewards.entries import RewardEntry
 
 @dataclass
 class RewardModelConfig:
-    data: SourceConfig = field(
-        metadata={"help": "preference pairs (prompt, chosen, rejected): e.g. ${stages.distill.pairs}, jsonl:PATH"}
+    data: SourceConfig | list[SourceConfig] = field(
+        metadata={
+            "help": "preference pairs (prompt, chosen, rejected): e.g. ${stages.distill.pairs}, jsonl:PATH, or a list (pooled)"
+        }
     )
     model: str = field(
         default="${model}", metadata={"help": "causal LM (or classifier) to start from (e.g. ${stages.sft.model})"}

@@ -21,13 +21,18 @@ from posttrain.stages.base import STAGES, StageContext
 
 @dataclass
 class SftConfig:
-    data: SourceConfig = field(metadata={"help": "training rows: a source string or mapping (see data sources)"})
+    data: SourceConfig | list[SourceConfig] = field(
+        metadata={
+            "help": "training rows: a source (string or mapping) or a list of them, e.g. a rejection-sampling "
+            "dataset of R1 rows beside the task source whose rows become <problem, original response> samples"
+        }
+    )
     model: str = field(default="${model}", metadata={"help": "model to fine-tune (default: the recipe's model)"})
     samples: Literal["auto", "messages", "expert"] = field(
         default="auto",
         metadata={
             "help": "'messages': rows hold conversations; 'expert': build <problem, worked answer> samples "
-            "from `answer`; 'auto': messages if present, else expert"
+            "from `answer`; 'auto': each row's messages if it has them, else its expert sample"
         },
     )
     system_prompt: str | None = field(default=None, metadata={"help": "system turn prepended to every sample"})
@@ -72,21 +77,30 @@ class SftConfig:
 
 
 def build_samples(ds: Any, mode: str, system_prompt: str | None, name: str):
-    """Rows -> a dataset with one `messages` column of complete conversations."""
+    """Rows -> a dataset with one `messages` column of complete conversations. In 'auto' mode each row is taken on
+    its own: its `messages` when it has them (a rejection-sampling row), else its expert sample (a task row), so one
+    stage can train on both sample types from a list of sources."""
     from data_gen.samples import expert_sample
 
     has_messages = "messages" in ds.column_names
-    if mode == "messages" or (mode == "auto" and has_messages):
+    if mode == "messages" or (mode == "auto" and has_messages and "answer" not in ds.column_names):
         if not has_messages:
             raise DataError(f"{name}: samples: messages needs a 'messages' column; found {ds.column_names}")
-        ds = ds.select_columns(["messages"])
+        ds = ds.select_columns(["messages"]).filter(lambda row: bool(row["messages"]))
     else:
         if "answer" not in ds.column_names:
             raise DataError(
                 f"{name}: rows have neither 'messages' nor 'answer' (columns: {ds.column_names}); "
                 "give conversations or a source with answers"
             )
-        ds = ds.map(lambda row: expert_sample(row) or {"messages": []}, remove_columns=ds.column_names)
+        use_messages = mode == "auto" and has_messages
+
+        def sample(row: dict[str, Any]) -> dict[str, Any]:
+            if use_messages and row.get("messages"):
+                return {"messages": row["messages"]}
+            return expert_sample(row) or {"messages": []}
+
+        ds = ds.map(sample, remove_columns=ds.column_names)
         ds = ds.filter(lambda row: len(row["messages"]) > 0)
     if system_prompt:
         ds = ds.map(lambda row: {"messages": [{"role": "system", "content": system_prompt}, *row["messages"]]})
@@ -105,12 +119,17 @@ class SftStage:
         self.ctx = ctx
 
     def _datasets(self, tokenizer: Any):
-        from data_gen.sources import load_source
+        from data_gen.sources import load_data, load_source
         from posttrain.training import held_out_split, tokenize_dataset
 
         cfg, where = self.cfg, f"stage '{self.ctx.name}'"
         stats: dict[str, int] = {}
-        train = build_samples(load_source(cfg.data, stats), cfg.samples, cfg.system_prompt, f"{where}: data")
+        train = build_samples(
+            load_data(cfg.data, f"{where}: data", stats, require_prompt=False),
+            cfg.samples,
+            cfg.system_prompt,
+            f"{where}: data",
+        )
         if cfg.eval_data is not None:
             evals = build_samples(load_source(cfg.eval_data), cfg.samples, cfg.system_prompt, f"{where}: eval_data")
         else:
