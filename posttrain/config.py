@@ -66,6 +66,16 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
+def _has_shape(tp: Any, value: Any) -> bool:
+    """Whether `value` is written the way `tp` is (a list for a list, a mapping or shorthand string for a config),
+    whatever its contents: which arm of a union a user meant, to report that arm's problems."""
+    if typing.get_origin(tp) is list:
+        return isinstance(value, list)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, dict) or (isinstance(value, str) and bool(getattr(tp, "__shorthand__", None)))
+    return False
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -95,6 +105,9 @@ def _coerce(
                 return out
         if len(arms) == 1:  # X | None: report X's own problem, which is more precise
             return _coerce(arms[0], value, path, where, problems, ctx)
+        shaped = [a for a in arms if _has_shape(a, value)]
+        if len(shaped) == 1:  # the arm the value is spelled as (a source string, a list): its own problems
+            return _coerce(shaped[0], value, path, where, problems, ctx)
         bad()
         return value
     if origin is Literal:
