@@ -154,3 +154,24 @@ def test_settings_that_are_ignored_are_warned_about(write_recipe, capsys):
     ]
     assert main(["validate", path]) == 0
     assert "warning: " + recipe.warnings[0] in capsys.readouterr().err
+
+
+def test_overrides_index_into_lists_and_leave_yaml_aliases_of_other_stages_alone():
+    """`stages.NAME.rewards.0.model=...` sets one list entry; the recipe's chat evals share one `&judge` list."""
+    path = "recipes/deepseek_v3.yaml"
+    recipe = load_recipe(
+        path, ["stages.eval_sft_chat.rewards.0.model=tiny", "stages.eval_sft_chat.rewards.0.mode=reference"]
+    )
+    judge = recipe.stage("eval_sft_chat").config.rewards[0]
+    assert (judge.name, judge.model, judge.mode) == ("llm_judge", "tiny", "reference")
+    for other in ("eval_base_chat", "eval_rl_chat"):  # the same YAML alias, not overridden
+        assert (recipe.stage(other).config.rewards[0].model, recipe.stage(other).config.rewards[0].mode) == (
+            "embedded",
+            "rubric",
+        )
+    with pytest.raises(
+        ConfigError, match=r"'rewards' is a list of 1; address an entry by its index, 0 to 0 \(got '3'\)"
+    ):
+        load_recipe(path, ["stages.eval_sft_chat.rewards.3.model=tiny"])
+    with pytest.raises(ConfigError, match=r"got 'model'"):
+        load_recipe(path, ["stages.eval_sft_chat.rewards.model=tiny"])

@@ -180,6 +180,25 @@ def read_yaml(path: str) -> tuple[dict, dict[tuple, int]]:
     return data, (_line_map(node) if node is not None else {})
 
 
+def _unshared(value: Any) -> Any:
+    """A copy of loaded YAML in which no dict or list appears twice (copy.deepcopy would keep aliases shared)."""
+    if isinstance(value, dict):
+        return {k: _unshared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared(v) for v in value]
+    return value
+
+
+def _list_index(item: str, parts: list[str], part: str, items: list) -> int:
+    """The list index `part` of an override (`stages.rl.rewards.0.model=...`), checked against the list's length."""
+    if not part.isdigit() or int(part) >= len(items):
+        raise ValueError(
+            f"override '{item}': '{'.'.join(parts[:-1]) or 'the stage'}' is a list of {len(items)}; address an entry "
+            f"by its index, 0 to {len(items) - 1} (got '{part}')"
+        )
+    return int(part)
+
+
 def apply_overrides(data: dict, overrides: list[str], path: str) -> None:
     """Apply `a.b.c=value` overrides in place; `stages.NAME.x` addresses the stage called NAME. Values are YAML."""
     problems = []
@@ -206,11 +225,20 @@ def apply_overrides(data: dict, overrides: list[str], path: str) -> None:
                 )
                 continue
             target, parts = stages[names.index(parts[1])], parts[2:]
-        for part in parts[:-1]:
-            if not isinstance(target.get(part), dict):
-                target[part] = {} if target.get(part) is None else {"source": target[part]}
-            target = target[part]
-        target[parts[-1]] = value
+        try:
+            for depth, part in enumerate(parts[:-1]):
+                if isinstance(target, list):
+                    target = target[_list_index(item, parts[: depth + 1], part, target)]
+                    continue
+                if not isinstance(target.get(part), (dict, list)):
+                    target[part] = {} if target.get(part) is None else {"source": target[part]}
+                target = target[part]
+            if isinstance(target, list):
+                target[_list_index(item, parts, parts[-1], target)] = value
+            else:
+                target[parts[-1]] = value
+        except ValueError as e:
+            problems.append(str(e))
     if problems:
         raise ConfigError(problems)
 
@@ -358,6 +386,9 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
     from posttrain.stages.base import STAGES
 
     data, lines = read_yaml(path)
+    if overrides:
+        # YAML aliases (`*judge`) load as one shared object; an override of one stage's copy must not change the others.
+        data = _unshared(data)
     apply_overrides(data, list(overrides), path)
     problems: list[str] = []
     for key in data:
