@@ -36,3 +36,15 @@ def test_missing_path_and_uncached_hub_id(monkeypatch):
         ModelError, match="hub model 'posttrain-test/not-a-model' is not in the local HF cache .*use 'embedded'"
     ):
         loading.load_model_and_tokenizer("posttrain-test/not-a-model")
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_cpu_inference_runs_in_float32_where_bf16_is_emulated(monkeypatch, native_bf16):
+    """The embedded checkpoint is bf16; an AVX2-only CPU generates it at half the speed of fp32 (see cpu_has_bf16)."""
+    import torch
+
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: native_bf16)
+    model, _ = loading.load_model_and_tokenizer("embedded")
+    assert model.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    trained, _ = loading.load_model_and_tokenizer("embedded", for_training=True)
+    assert trained.dtype == torch.float32  # training on CPU keeps fp32 master weights either way

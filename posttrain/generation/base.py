@@ -130,7 +130,10 @@ class GeneratorConfig:
     )
     batch_size: int = field(default=64, metadata={"help": "transformers: sequences per generate call"})
     dtype: Literal["float32", "bfloat16", "float16"] | None = field(
-        default=None, metadata={"help": "weights' dtype while generating (null: the checkpoint's)"}
+        default=None,
+        metadata={
+            "help": "weights' dtype while generating (null: the checkpoint's; float32 on a CPU without native bf16)"
+        },
     )
     gpu_memory_utilization: float | None = field(
         default=None, metadata={"help": "vllm: memory share for weights + KV cache (null: 0.9 on GPU, 0.3 on CPU)"}

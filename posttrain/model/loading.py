@@ -221,13 +221,24 @@ def load_tokenizer(spec: str | None):
     return tokenizer
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Without it (an AVX2-only host) bf16 matmuls
+    are emulated: generation of the embedded model measured 26 tokens/s in bf16 against 53 in fp32 on one."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def load_model_and_tokenizer(spec: str | None, dtype: Any = None, for_training: bool = False):
     """Load a causal LM and its tokenizer.
 
     Args:
         spec: 'embedded', 'tiny', a local folder or a hub id.
-        dtype: a torch dtype; by default float32 for training on CPU (bf16 master weights lose updates), and the
-            checkpoint's own dtype otherwise.
+        dtype: a torch dtype; by default float32 for training on CPU (bf16 master weights lose updates) and for
+            inference on a CPU without native bf16 (`cpu_has_bf16`), the checkpoint's own dtype otherwise.
         for_training: turn off the KV cache, which training does not use.
     Returns:
         (model, tokenizer)
@@ -238,7 +249,7 @@ def load_model_and_tokenizer(spec: str | None, dtype: Any = None, for_training: 
     from transformers import AutoModelForCausalLM
 
     if dtype is None:
-        dtype = torch.float32 if for_training and not torch.cuda.is_available() else "auto"
+        dtype = "auto" if torch.cuda.is_available() or (not for_training and cpu_has_bf16()) else torch.float32
     tokenizer = load_tokenizer(spec)
     model = _from_pretrained(AutoModelForCausalLM, spec or EMBEDDED, dtype=dtype)
     if for_training:
