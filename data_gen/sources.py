@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import logging
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -161,12 +162,13 @@ def check_source(source: str, ctx: CheckContext = NO_CONTEXT) -> str | None:
     return None
 
 
-def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
+def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None, allow_empty: bool = False):
     """Load a source as a `datasets.Dataset`.
 
     Args:
         cfg: a SourceConfig or a source string.
         stats: if given, receives `num_rows` and `num_skipped` (malformed rows skipped with on_error: skip).
+        allow_empty: return a source with no rows instead of raising (one of several sources, `load_sources`).
     Raises:
         DataError: missing file, malformed row (with file and line), no rows.
     """
@@ -193,7 +195,7 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None):
         ds = datasets.Dataset.from_list(_chat_prompt_rows())
     else:
         ds = _file_dataset(scheme, os.path.expanduser(rest), cfg.on_error, skipped)
-    if len(ds) == 0:
+    if len(ds) == 0 and not allow_empty:
         raise DataError(f"source '{cfg.source}' has no rows; point it at a non-empty file or raise its size")
     if cfg.shuffle:
         ds = ds.shuffle(seed=cfg.seed)
@@ -250,10 +252,16 @@ def load_sources(cfgs: list[SourceConfig], where: str = "data", require_prompt: 
 
     parts = []
     for i, cfg in enumerate(cfgs):
-        ds = load_source(cfg)
+        ds = load_source(cfg, allow_empty=True)
+        if len(ds) == 0:
+            logging.getLogger(__name__).warning(
+                "%s[%d] '%s' has no rows; the other sources are used", where, i, cfg.source
+            )
         if require_prompt and "prompt" not in ds.column_names:
             raise DataError(f"{where}[{i}] '{cfg.source}' has no 'prompt' column; found {ds.column_names}")
         parts.append((cfg.source, ds))
+    if not any(len(ds) for _, ds in parts):
+        raise DataError(f"{where}: every source has no rows ({', '.join(repr(c.source) for c in cfgs)}); check them")
     if len(parts) == 1:
         return parts[0][1]
     keys = list(dict.fromkeys(k for _, ds in parts for k in ds.column_names))
@@ -279,8 +287,12 @@ def _file_dataset(scheme: str, path: str, on_error: str, skipped: list[int]):
         raise DataError(f"no .parquet files in '{path}'; a dataset folder must hold Parquet shards")
     if not files[0].endswith(".parquet") and scheme != "parquet":
         raise DataError(f"cannot tell the format of '{path}'; prefix it with jsonl:, parquet: or hf-disk:")
-    for file in files:
-        _check_parquet(file)
+    if sum(_check_parquet(file) for file in files) == 0:
+        # An upstream stage that kept nothing (rejection sampling with no survivor) wrote one empty part with its
+        # schema; `from_parquet` refuses zero rows, so read it as an empty table with those columns.
+        import pyarrow.parquet as pq
+
+        return _normalize_columns(datasets.Dataset(pq.read_table(files[0])), path)
     try:
         ds = datasets.Dataset.from_parquet(files)
     except (ValueError, TypeError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
@@ -288,12 +300,13 @@ def _file_dataset(scheme: str, path: str, on_error: str, skipped: list[int]):
     return _normalize_columns(ds, path)
 
 
-def _check_parquet(file: str) -> None:
-    """A DataError naming the file when it is not a readable Parquet file (empty, garbage, cut short)."""
+def _check_parquet(file: str) -> int:
+    """The file's row count; a DataError naming the file when it is not a readable Parquet file (empty, garbage,
+    cut short)."""
     import pyarrow.parquet as pq
 
     try:
-        pq.read_metadata(file)
+        return pq.read_metadata(file).num_rows
     except (OSError, ValueError) as e:
         raise DataError(
             f"{file}: not a readable Parquet file ({e}); rewrite it or remove it from the source"
@@ -391,18 +404,22 @@ def _reasoning_gym_rows(task: str, size: int, seed: int, args: dict[str, Any]) -
 
     try:
         data = reasoning_gym.create_dataset(task, size=size, seed=seed, **_enum_args(task, args))
-    except TypeError as e:
-        raise DataError(f"reasoning_gym task '{task}' rejects args {args}: {e}") from None
-    return [
-        {
-            "prompt": [{"role": "user", "content": entry["question"]}],
-            "answer": str(entry["answer"]),
-            "task": task,
-            "source_id": f"{task}/{seed}/{i}",
-            "metadata": json.dumps(entry.get("metadata", {}), default=str),
-        }
-        for i, entry in enumerate(data)
-    ]
+        # Entries are made lazily, so a config the task cannot use (aiw's task_types without matching
+        # task_type_weights) fails here, not above.
+        return [
+            {
+                "prompt": [{"role": "user", "content": entry["question"]}],
+                "answer": str(entry["answer"]),
+                "task": task,
+                "source_id": f"{task}/{seed}/{i}",
+                "metadata": json.dumps(entry.get("metadata", {}), default=str),
+            }
+            for i, entry in enumerate(data)
+        ]
+    except (TypeError, ValueError, AssertionError) as e:
+        raise DataError(
+            f"reasoning_gym task '{task}' rejects args {args}: {e or type(e).__name__}; fix them in the source's args"
+        ) from None
 
 
 def _enum_args(task: str, args: dict[str, Any]) -> dict[str, Any]:

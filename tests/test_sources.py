@@ -79,3 +79,35 @@ def test_several_sources_with_domains_become_one_table():
     assert len(ds) == 5 and ds["domain"] == ["math"] * 3 + ["code"] * 2
     assert ds["origin"] == ["reasoning_gym:chain_sum"] * 3 + ["humaneval"] * 2
     assert ds["answer"][3] is None and ds["entry_point"][0] is None and ds["tests"][4].startswith("\n\nMETADATA")
+
+
+def test_an_empty_stage_output_is_no_rows_in_a_list_and_an_error_alone(tmp_path, caplog):
+    """Rejection sampling that keeps nothing writes one empty Parquet part with its schema (r1_logic, once)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data_gen.sources import load_data
+
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    pq.write_table(
+        pa.table({"messages": pa.array([], pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))}),
+        folder / "part-00000.parquet",
+    )
+    task = SourceConfig("reasoning_gym:chain_sum", size=4, seed=1)
+    ds = load_data([SourceConfig(str(folder)), task], "stage 'x': data", require_prompt=False)
+    assert len(ds) == 4 and ds["messages"] == [None] * 4 and "messages" in ds.column_names
+    assert f"stage 'x': data[0] '{folder}' has no rows; the other sources are used" in caplog.text
+    with pytest.raises(DataError, match=rf"source '{folder}' has no rows"):
+        load_source(str(folder))
+    with pytest.raises(DataError, match=r"stage 'x': data: every source has no rows"):
+        load_data([SourceConfig(str(folder))] * 2, "stage 'x': data", require_prompt=False)
+
+
+def test_reasoning_gym_args_a_task_cannot_use_name_the_task_and_the_args():
+    with pytest.raises(
+        DataError, match=r"reasoning_gym task 'chain_sum' rejects args .*max_terms must be >= min_terms"
+    ):
+        load_source(SourceConfig("reasoning_gym:chain_sum", size=3, args={"min_terms": 5, "max_terms": 2}))
+    with pytest.raises(DataError, match=r"reasoning_gym task 'aiw' rejects args .*weights"):
+        load_source(SourceConfig("reasoning_gym:aiw", size=3, args={"task_types": ["siblings"]}))
