@@ -412,3 +412,27 @@ def test_verifier_columns_are_kept_from_sources_that_have_them(tmp_path, monkeyp
     assert again.num_rows == 60
     second = pq.read_table(tmp_path / "two" / "dataset" / "part-00000.parquet").to_pylist()
     assert sorted(r["source_id"] for r in second if r["task"]) == sorted(g["source_id"] for g in gold)
+
+
+def test_a_shared_system_prompt_does_not_make_different_problems_near_duplicates(tmp_path):
+    """R1 rows all carry one long system prompt; near dedup compares the user and assistant turns only."""
+    rng = np.random.default_rng(3)
+    system = {"role": "system", "content": _text(rng, 60)}
+
+    def row(a: int, b: int) -> list[dict]:
+        return [
+            {"role": "user", "content": f"State the final answer to the following arithmetic problem: {a} + {b} ="},
+            {"role": "assistant", "content": f"Let me evaluate it step by step. {a} + {b} = {a + b}"},
+        ]
+
+    problems = [(a, b) for a in range(1, 9) for b in range(1, 4)]
+    rows = [{"messages": [system, *row(a, b)]} for a, b in problems]
+    rows.append(
+        {"messages": [system, *row(2, 2)[:1], {"role": "assistant", "content": row(2, 2)[1]["content"] + "."}]}
+    )
+    result = _build([MixSource(data=_jsonl(tmp_path / "r1.jsonl", rows), name="r1")], tmp_path, size=None)
+    counts = result.composition["sources"]["r1"]
+    assert counts["exact_dedup"] == len(problems) + 1  # the copy of 2 + 2 differs by a full stop
+    assert counts["near_dedup"] == len(problems)  # every problem stays; the near copy of 2 + 2 goes
+    removed = pq.read_table(tmp_path / "removed.parquet").to_pylist()
+    assert [(r["row"], r["step"], r["duplicate_of_row"]) for r in removed] == [(len(problems), "near_dedup", 4)]

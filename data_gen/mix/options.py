@@ -99,7 +99,10 @@ class Dedup:
     )
     near_threshold: float | None = field(
         default=0.85,
-        metadata={"help": "Jaccard similarity of word shingles above which a row is a near duplicate; null: off"},
+        metadata={
+            "help": "Jaccard similarity of word shingles (of the user and assistant turns; system turns are not "
+            "compared) above which a row is a near duplicate; null: off"
+        },
     )
     num_perm: int = field(default=112, metadata={"help": "MinHash permutations (LSH bands x rows fit in this)"})
     shingle_size: int = field(default=5, metadata={"help": "words per shingle"})

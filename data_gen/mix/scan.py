@@ -113,11 +113,14 @@ def scan_batch(table: pa.Table, settings: ScanSettings) -> dict[str, np.ndarray]
         "domain": table["domain"].combine_chunks(),
         "exact": exact_hashes(roles, contents, conv_offsets, text) if settings.exact else np.zeros(n, np.uint64),
     }
-    out.update(_word_features(contents, text, num_msgs, n, settings))
+    system = pc.fill_null(pc.equal(roles, "system"), False).to_numpy(zero_copy_only=False)
+    out.update(_word_features(contents, text, num_msgs, n, settings, system))
     return out
 
 
-def _word_features(contents: pa.Array, text: Any, num_msgs: np.ndarray, n: int, settings: ScanSettings) -> dict:
+def _word_features(
+    contents: pa.Array, text: Any, num_msgs: np.ndarray, n: int, settings: ScanSettings, system: np.ndarray
+) -> dict:
     out: dict[str, np.ndarray] = {"contam": np.full(n, -1, np.int32)}
     if settings.bands:
         out["bands"] = np.zeros((n, settings.bands), np.uint64)
@@ -129,7 +132,10 @@ def _word_features(contents: pa.Array, text: Any, num_msgs: np.ndarray, n: int, 
     conv = np.repeat(np.arange(n), num_msgs)[msg]
     windows = Windows(hashes, conv)
     if settings.bands:
-        shingles, owner = windows.of(settings.shingle_size, whole_short=True)
+        # Near dedup looks at the user and assistant turns only: one long system prompt shared by every row of a
+        # source (an R1 system prompt) made short, different problems look like near copies of each other.
+        content = windows if not system.any() else Windows(hashes[~system[msg]], conv[~system[msg]])
+        shingles, owner = content.of(settings.shingle_size, whole_short=True)
         sig = minhash(shingles, owner, n, _WORKER["perms"])
         out["bands"] = band_hashes(sig, settings.bands, settings.rows)
         out["sig8"] = sig.astype(np.uint8)  # the low byte: b-bit MinHash, for the check of candidate pairs
