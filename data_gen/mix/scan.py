@@ -113,13 +113,13 @@ def scan_batch(table: pa.Table, settings: ScanSettings) -> dict[str, np.ndarray]
         "domain": table["domain"].combine_chunks(),
         "exact": exact_hashes(roles, contents, conv_offsets, text) if settings.exact else np.zeros(n, np.uint64),
     }
-    system = pc.fill_null(pc.equal(roles, "system"), False).to_numpy(zero_copy_only=False)
+    system = pc.fill_null(pc.equal(roles, "system"), False).to_numpy(zero_copy_only=False) if settings.bands else None
     out.update(_word_features(contents, text, num_msgs, n, settings, system))
     return out
 
 
 def _word_features(
-    contents: pa.Array, text: Any, num_msgs: np.ndarray, n: int, settings: ScanSettings, system: np.ndarray
+    contents: pa.Array, text: Any, num_msgs: np.ndarray, n: int, settings: ScanSettings, system: np.ndarray | None
 ) -> dict:
     out: dict[str, np.ndarray] = {"contam": np.full(n, -1, np.int32)}
     if settings.bands:
@@ -134,7 +134,8 @@ def _word_features(
     if settings.bands:
         # Near dedup looks at the user and assistant turns only: one long system prompt shared by every row of a
         # source (an R1 system prompt) made short, different problems look like near copies of each other.
-        content = windows if not system.any() else Windows(hashes[~system[msg]], conv[~system[msg]])
+        talk = ~system[msg]
+        content = windows if talk.all() else Windows(hashes[talk], conv[talk])
         shingles, owner = content.of(settings.shingle_size, whole_short=True)
         sig = minhash(shingles, owner, n, _WORKER["perms"])
         out["bands"] = band_hashes(sig, settings.bands, settings.rows)
