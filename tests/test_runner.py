@@ -83,6 +83,27 @@ def test_plan_shows_cached_and_what_will_run(write_recipe, tmp_path):
     assert [(i.status, i.reason) for i in plan] == [("run", "config or inputs changed"), ("run", "upstream a re-runs")]
 
 
+def test_a_new_stage_version_reruns_that_type_and_downstream(write_recipe, tmp_path, monkeypatch):
+    from posttrain.stages.base import STAGES
+
+    path = write_recipe(TWO)
+    run(path, tmp_path)
+    events(tmp_path)
+    manifest = json.loads((tmp_path / "runs/two/a/manifest.json").read_text())
+    assert manifest["stage_version"] == 1
+    monkeypatch.setattr(STAGES.get("echo"), "version", 2, raising=False)
+    recipe = load_recipe(path, run_dir=str(tmp_path / "runs"))
+    plan = Runner(recipe).plan()
+    assert [(i.status, i.reason) for i in plan] == [
+        ("run", "posttrain's echo stage changed what it writes since this ran (version 1 -> 2)"),
+        ("run", "upstream a re-runs"),
+    ]
+    run(path, tmp_path)
+    assert events(tmp_path) == ["a 0", "a 1", "a 2", "b 0", "b 1", "b 2"]
+    assert json.loads((tmp_path / "runs/two/a/manifest.json").read_text())["stage_version"] == 2
+    assert [line.split()[0] for line in run(path, tmp_path)] == ["[cached]", "[cached]"]
+
+
 def test_crash_mid_stage_resumes_without_redoing_finished_work(write_recipe, tmp_path):
     path = write_recipe(TWO)
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -1,8 +1,9 @@
 """Run a recipe's stages in order, skipping what is cached and resuming what was interrupted.
 
 Each stage runs in `<run_dir>/<recipe>/<stage>/`. Its cache key hashes the stage type, its resolved config, the
-content of the external files it reads, and the `output_id` of every upstream stage it references, so a change
-anywhere upstream re-runs everything downstream. `manifest.json` is written last by atomic rename: a stage folder
+content of the external files it reads, the `output_id` of every upstream stage it references (so a change
+anywhere upstream re-runs everything downstream), and the stage class's `version` once it is above 1: a release
+that changes what a stage writes for the same config bumps it, and outputs of the older code are not reused. `manifest.json` is written last by atomic rename: a stage folder
 without one is unfinished. An unfinished folder whose `.state.json` has the same key is resumed (the stage picks
 up its own checkpoints or shards); one with another key is cleared first, since its partial work is not trusted.
 """
@@ -177,6 +178,11 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def stage_version(spec: StageSpec) -> int:
+    """The code version of a stage type (its class's `version`, 1 when it has none)."""
+    return int(getattr(spec.stage_class, "version", 1))
+
+
 class Runner:
     """Plans and runs one recipe. `from_stage` re-runs that stage and all after it; `force` re-runs all."""
 
@@ -198,7 +204,11 @@ class Runner:
             # Outputs of this recipe's stages are tracked by their output_id, not by content.
             if not path.resolve().is_relative_to(root):
                 inputs[f"file:{path}"] = hash_path(path)
-        blob = json.dumps({"type": spec.type, "config": config, "inputs": inputs}, sort_keys=True, default=str)
+        keyed: dict[str, Any] = {"type": spec.type, "config": config, "inputs": inputs}
+        code = stage_version(spec)
+        if code != 1:  # absent at 1, so keys written before versions existed stay valid
+            keyed["version"] = code
+        blob = json.dumps(keyed, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16], inputs
 
     def plan(self, from_stage: str | None = None, force: bool = False) -> list[PlanItem]:
@@ -229,6 +239,14 @@ class Runner:
                 status, reason = "cached", f"finished {manifest.get('finished_at', '')}"
             elif state and state.get("key") == key:
                 status, reason = "resume", "interrupted run with the same config"
+            elif manifest and manifest.get("stage_version", 1) != stage_version(spec):
+                status, reason = (
+                    "run",
+                    (
+                        f"posttrain's {spec.type} stage changed what it writes since this ran (version "
+                        f"{manifest.get('stage_version', 1)} -> {stage_version(spec)})"
+                    ),
+                )
             elif manifest:
                 status, reason = "run", "config or inputs changed"
             else:
@@ -312,6 +330,7 @@ class Runner:
         manifest = {
             "stage": spec.name,
             "type": spec.type,
+            "stage_version": stage_version(spec),
             "key": key,
             "config_hash": hashlib.sha256(
                 json.dumps(spec.config_dict(), sort_keys=True, default=str).encode()

@@ -40,6 +40,9 @@ class StageContext:
 
 
 class Stage(Protocol):
+    """`version` (optional, default 1) is part of the cache key: bump it when the same config would write other
+    outputs, so runs of the older code re-run instead of being reused."""
+
     config_class: ClassVar[type]
     outputs: ClassVar[dict[str, str]]
 

@@ -59,6 +59,8 @@ class MixConfig:
 @STAGES.register("mix")
 class MixStage:
     config_class = MixConfig
+    # 2: near dedup compares the user and assistant turns only (a shared system prompt made distinct rows near copies)
+    version = 2
     outputs = {
         "dataset": "dataset",
         "card": "dataset/README.md",
