@@ -522,8 +522,10 @@ def _digit_sum(rng, ep):
     )
 
 
-@family("gcd", 2, ("gcd", "common_divisor", "highest_common_factor", "hcf", "gcd_of"))
-def _gcd(rng, ep):
+# The least common multiple, not the greatest common divisor: that is HumanEval/13, whose Euclid solution the mix's
+# decontamination matches (so a gcd family would teach an eval item's solution).
+@family("lcm", 2, ("lcm", "common_multiple", "least_common_multiple", "lcm_of", "smallest_common_multiple"))
+def _lcm(rng, ep):
     cases = []
     for _ in range(5):
         g = rng.randint(1, 12)
@@ -533,8 +535,9 @@ def _gcd(rng, ep):
     return Task(
         ep,
         ("a", "b"),
-        "returns the greatest common divisor of the positive integers `a` and `b`",
-        f"def {ep}(a, b):\n    while b:\n        a, b = b, a % b\n    return a\n",
+        "returns the least common multiple of the positive integers `a` and `b`: the smallest positive integer "
+        "that both divide",
+        f"def {ep}(a, b):\n    m = max(a, b)\n    while m % a or m % b:\n        m += max(a, b)\n    return m\n",
         tuple(cases),
     )
 

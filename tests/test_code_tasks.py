@@ -74,13 +74,13 @@ def test_many_distinct_tasks():
 
 
 def test_families_and_difficulty_arguments():
-    rows = code_task_rows(10, seed=0, families=["list_sum", "gcd"])
-    assert {r["task"] for r in rows} == {"list_sum", "gcd"}
+    rows = code_task_rows(10, seed=0, families=["list_sum", "lcm"])
+    assert {r["task"] for r in rows} == {"list_sum", "lcm"}
     easy = code_task_rows(40, seed=0, max_difficulty=1)
     assert {r["difficulty"] for r in easy} == {1}
     assert {r["difficulty"] for r in code_task_rows(40, seed=0, min_difficulty=3)} == {3}
-    assert check_args({}) == [] and check_args({"families": "gcd", "max_difficulty": 2}) == []
-    problems = check_args({"familes": ["gcd"], "max_difficulty": 5})
+    assert check_args({}) == [] and check_args({"families": "lcm", "max_difficulty": 2}) == []
+    problems = check_args({"familes": ["lcm"], "max_difficulty": 5})
     assert "unknown argument 'familes' (did you mean 'families'?)" in problems[0]
     assert problems[1] == "max_difficulty: must be 1, 2 or 3, got 5"
     with pytest.raises(DataError, match=r"unknown family 'list_summ' \(did you mean 'list_sum'\?\)"):
@@ -154,7 +154,7 @@ def test_references_pass_and_wrong_programs_fail_in_the_sandbox():
 
 
 def test_expert_sample_is_the_reference_in_a_python_block(humaneval):
-    row = code_task_rows(1, seed=0, families=["gcd"])[0]
+    row = code_task_rows(1, seed=0, families=["lcm"])[0]
     response = worked_response(row)
     assert response == f"```python\n{row['canonical_solution'].strip()}\n```"
     sample = expert_sample(row)

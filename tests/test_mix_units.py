@@ -127,6 +127,34 @@ def test_decontam_index_ignores_template_ngrams_and_matches_short_items_whole():
     assert found.tolist() == [-1, 3, 6, -1]
 
 
+def test_decontam_matches_a_short_prompt_without_its_answer():
+    """An eval item's parts are indexed apart: a 10-word prompt matches the training row that asks it, though the
+    item's prompt and answer together (12 words) appear in no training conversation."""
+    from data_gen.mix.decontam import eval_texts
+    from data_gen.mix.options import Decontam
+    from data_gen.sources import SourceConfig
+
+    sums = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "allow_negation": False}
+    src = SourceConfig(source="reasoning_gym:chain_sum", size=4, seed=1001, args=sums)
+    names, texts = eval_texts(Decontam(against=[src]))
+    prompt, answer = texts[0]
+    assert prompt.endswith("=") and answer.lstrip("-").isdigit()
+    index = build_index(names, texts, ngram=13, min_ngram=8, max_items=2)
+    assert index.num_skipped == 0
+    docs = [
+        "You are a careful problem solver.",
+        prompt,
+        f"<think>Adding the two numbers gives {answer}; checked.</think> The answer is {answer}.",
+        "State the final answer to the following arithmetic problem: 9 + 9 =",
+        "<think>18</think> 18",
+    ]
+    hashes, message = word_hashes(pa.array(docs))
+    groups = np.array([0, 0, 0, 1, 1])[message]
+    assert index.match(Windows(hashes, groups), 2).tolist()[0] == 0
+    joined = build_index(names, [f"{p}\n{a}" for p, a in texts], ngram=13, min_ngram=8, max_items=2)
+    assert joined.match(Windows(hashes, groups), 2).tolist()[0] == -1  # what indexing the item as one text missed
+
+
 def test_targets_split_the_size_by_weight_and_counts():
     sources = [MixSource(data="a", weight=2), MixSource(data="b", count=10), MixSource(data="c")]
     assert targets(sources, [100, 100, 100], 100) == [60, 10, 30]

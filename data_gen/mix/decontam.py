@@ -2,10 +2,13 @@
 
 The eval sets (HumanEval, reasoning-gym held-out sets, any file of rows with `prompt`/`messages`) are loaded with
 `data_gen.sources.load_source`; each row's text (prompt, answer, reference solution) is split into words the same
-way as training text (`hashing.word_hashes`), and every n-gram's hash goes into a sorted array. N-grams found in
+way as training text (`hashing.word_hashes`), and every n-gram's hash goes into a sorted array. The parts of an
+item are indexed apart: a short prompt followed by its answer ("... problem: 1 - 8 =" then "-7") is a text no
+training conversation contains, while the prompt alone is one a training row asking the same question does. N-grams found in
 more than `max_items` eval items are dropped as template text: an instruction shared by the whole eval set would
-otherwise flag every training row that uses the same instruction. Items shorter than `ngram` words but at least
-`min_ngram` long match as a whole; shorter ones cannot be matched without false alarms and are counted as skipped.
+otherwise flag every training row that uses the same instruction. Parts shorter than `ngram` words but at least
+`min_ngram` long match as a whole; shorter ones cannot be matched without false alarms, and an item with no part
+that can be matched is counted as skipped.
 
 Matching a batch costs one lookup per n-gram in a prefilter bitmap on the top bits of the hash (sized to the index,
 so that it stays in the CPU cache and about 1 n-gram in 16 passes) and a binary search for the few that pass.
@@ -77,8 +80,8 @@ class EvalIndex:
         return self._prefilter
 
 
-def eval_texts(options: Decontam) -> tuple[list[str], list[str]]:
-    """(item names, item texts) of every eval set in `options.against`."""
+def eval_texts(options: Decontam) -> tuple[list[str], list[list[str]]]:
+    """(item names, each item's texts: prompt, messages, answer or solution) of every eval set in `options.against`."""
     from data_gen.sources import load_source
 
     names, texts = [], []
@@ -90,7 +93,7 @@ def eval_texts(options: Decontam) -> tuple[list[str], list[str]]:
             parts += _contents(row.get("messages"))
             parts += [str(row[c]) for c in TEXT_COLUMNS if c in columns and row[c] is not None]
             names.append(f"{src.source}:{row.get('source_id') or i}")
-            texts.append("\n".join(p for p in parts if p))
+            texts.append([p for p in parts if p])
     return names, texts
 
 
@@ -102,18 +105,27 @@ def _contents(messages: object) -> list[str]:
     return []
 
 
-def build_index(names: list[str], texts: list[str], ngram: int, min_ngram: int, max_items: int) -> EvalIndex:
-    """Index the n-grams of eval items (see the module docstring for the rules)."""
+def build_index(
+    names: list[str], texts: list[str | list[str]], ngram: int, min_ngram: int, max_items: int
+) -> EvalIndex:
+    """Index the n-grams of eval items, each a text or a list of its parts (see the module docstring for the
+    rules)."""
     index = EvalIndex(ngram=ngram, names=names, num_items=len(texts))
-    if not texts:
+    parts = [[t] if isinstance(t, str) else list(t) for t in texts]
+    part_item = np.array([i for i, item in enumerate(parts) for _ in item], np.int64)
+    if len(part_item) == 0:
+        index.num_skipped = len(texts)
         return index
-    hashes, item = word_hashes(pa.array(texts, pa.string()))
-    num_words = np.bincount(item, minlength=len(texts))
-    index.num_skipped = int((num_words < min_ngram).sum())
+    hashes, part = word_hashes(pa.array([p for item in parts for p in item], pa.string()))
+    num_words = np.bincount(part, minlength=len(part_item))
+    matchable = np.zeros(len(texts), bool)
+    matchable[part_item[num_words >= min_ngram]] = True
+    index.num_skipped = int((~matchable).sum())
     lengths = {ngram} | {int(m) for m in np.unique(num_words) if min_ngram <= m < ngram}
     for n in sorted(lengths):
-        keep = num_words[item] >= n if n == ngram else num_words[item] == n
-        grams, owner = window_hashes(hashes[keep], item[keep], n)
+        keep = num_words[part] >= n if n == ngram else num_words[part] == n
+        grams, owner_part = window_hashes(hashes[keep], part[keep], n)
+        owner = part_item[owner_part]
         pairs = np.unique(np.stack([grams, owner.astype(np.uint64)]), axis=1)  # one (n-gram, item) pair each
         keys, first, counts = np.unique(pairs[0], return_index=True, return_counts=True)
         common = counts > max_items

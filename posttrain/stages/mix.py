@@ -60,7 +60,8 @@ class MixConfig:
 class MixStage:
     config_class = MixConfig
     # 2: near dedup compares the user and assistant turns only (a shared system prompt made distinct rows near copies)
-    version = 2
+    # 3: decontamination indexes an eval item's prompt and answer apart (a short prompt now matches as a whole)
+    version = 3
     outputs = {
         "dataset": "dataset",
         "card": "dataset/README.md",
