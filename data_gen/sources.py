@@ -69,10 +69,18 @@ class SourceConfig:
             "help": "tag every row with this `domain` (math, code, logic, chat): rewards with `domains` route on it"
         },
     )
+    exclude: list[SourceConfig] = field(
+        default_factory=list,
+        metadata={
+            "help": "eval sets kept out: rows asking the same question (the same last user turn, whitespace "
+            "aside) as a row of these sources are dropped, after `size` is taken"
+        },
+    )
 
     def check(self, ctx: CheckContext = NO_CONTEXT) -> list[str]:
         problem = check_source(self.source, ctx)
         problems = [f"source: {problem}"] if problem else []
+        problems += [f"exclude.{i}.{p}" for i, src in enumerate(self.exclude) for p in src.check(ctx)]
         if self.size is not None and self.size <= 0:
             problems.append(f"size: must be positive, got {self.size}")
         if self.skip < 0:
@@ -205,6 +213,20 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None, al
         ds = ds.select(range(cfg.skip, len(ds)))
     if cfg.size is not None and scheme != "reasoning_gym" and cfg.source != "builtin:code_tasks":
         ds = ds.select(range(min(cfg.size, len(ds))))
+    if cfg.exclude:
+        held_out = {
+            question_key(row.get("prompt"), row.get("messages")) for src in cfg.exclude for row in load_source(src)
+        }
+        held_out.discard("")
+        keep = [i for i, row in enumerate(ds) if question_key(row.get("prompt"), row.get("messages")) not in held_out]
+        if stats is not None:
+            stats["num_excluded"] = len(ds) - len(keep)
+        if not keep and not allow_empty:
+            raise DataError(
+                f"source '{cfg.source}': every one of its {len(ds)} rows asks a question of its `exclude` sets; "
+                "draw it from another seed or a larger task space"
+            )
+        ds = ds.select(keep)
     if cfg.domain is not None:
         ds = ds.remove_columns([c for c in ("domain",) if c in ds.column_names]).add_column(
             "domain", [cfg.domain] * len(ds)
@@ -212,6 +234,17 @@ def load_source(cfg: SourceConfig | str, stats: dict[str, int] | None = None, al
     if stats is not None:
         stats.update(num_rows=len(ds), num_skipped=skipped[0])
     return ds
+
+
+def question_key(prompt: Any, messages: Any = None) -> str:
+    """The question a row asks: its last user turn (or its prompt string), whitespace collapsed; '' for none."""
+    turns = prompt if isinstance(prompt, list) else messages if isinstance(messages, list) else None
+    if turns is not None:
+        users = [t.get("content") or "" for t in turns if isinstance(t, dict) and t.get("role") == "user"]
+        text = users[-1] if users else ""
+    else:
+        text = prompt if isinstance(prompt, str) else ""
+    return " ".join(str(text).split())
 
 
 def load_data(

@@ -180,3 +180,17 @@ def test_every_spelling_of_a_source_is_hashed(write_recipe, tmp_path, monkeypatc
     Path("saved2").rename("saved")
     Path("rows").write_text('{"prompt": "What is 2+2?", "answer": "4"}\n')
     assert Runner(recipe)._key(spec, {})[0] != before
+
+
+def test_an_excluded_eval_file_is_part_of_the_key(write_recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("eval.jsonl").write_text('{"prompt": "What is 1+1?", "answer": "2"}\n')
+    text = (
+        "stages:\n  - {name: e, type: eval, rewards: [math], data: {source: 'reasoning_gym:chain_sum', size: 4, "
+        "exclude: ['jsonl:eval.jsonl']}}\n"
+    )
+    recipe = load_recipe(write_recipe(text), run_dir=str(tmp_path / "runs"))
+    before, inputs = Runner(recipe)._key(recipe.stage("e"), {})
+    assert list(inputs) == ["file:eval.jsonl"]
+    Path("eval.jsonl").write_text('{"prompt": "What is 2+2?", "answer": "4"}\n')
+    assert Runner(recipe)._key(recipe.stage("e"), {})[0] != before

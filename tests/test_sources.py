@@ -111,3 +111,33 @@ def test_reasoning_gym_args_a_task_cannot_use_name_the_task_and_the_args():
         load_source(SourceConfig("reasoning_gym:chain_sum", size=3, args={"min_terms": 5, "max_terms": 2}))
     with pytest.raises(DataError, match=r"reasoning_gym task 'aiw' rejects args .*weights"):
         load_source(SourceConfig("reasoning_gym:aiw", size=3, args={"task_types": ["siblings"]}))
+
+
+def test_exclude_drops_rows_that_ask_an_eval_question(tmp_path):
+    sums = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "allow_negation": False}
+    held_out = SourceConfig(source="reasoning_gym:chain_sum", size=32, seed=1001, args=sums)
+    questions = {row["prompt"][-1]["content"] for row in load_source(held_out)}
+    plain = load_source(SourceConfig(source="reasoning_gym:chain_sum", size=160, seed=1, args=sums))
+    overlap = sum(row["prompt"][-1]["content"] in questions for row in plain)
+    assert overlap > 0  # two one-digit terms: a small space, so a training draw repeats eval questions
+    stats = {}
+    cfg = SourceConfig(source="reasoning_gym:chain_sum", size=160, seed=1, args=sums, exclude=[held_out])
+    kept = load_source(cfg, stats)
+    assert len(kept) == 160 - overlap and stats["num_excluded"] == overlap
+    assert not any(row["prompt"][-1]["content"] in questions for row in kept)
+    # a file's rows are matched on their last user turn, whitespace aside
+    path = tmp_path / "eval.jsonl"
+    spaced = "  ".join(next(iter(questions)).split(" "))
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": spaced}]}) + "\n")
+    by_file = load_source(
+        SourceConfig(
+            source="reasoning_gym:chain_sum",
+            size=160,
+            seed=1,
+            args=sums,
+            exclude=[SourceConfig(source=f"jsonl:{path}")],
+        )
+    )
+    assert len(by_file) == 160 - sum(row["prompt"][-1]["content"] == next(iter(questions)) for row in plain)
+    with pytest.raises(DataError, match="every one of its 32 rows asks a question of its `exclude` sets"):
+        load_source(SourceConfig(source="reasoning_gym:chain_sum", size=32, seed=1001, args=sums, exclude=[held_out]))

@@ -77,6 +77,7 @@ def input_paths(config: Any) -> list[Path]:
     def walk(value: Any, is_path: bool = False) -> None:
         if isinstance(value, SourceConfig):
             found.extend(parse_source(value.source).files())
+            walk(value.exclude)  # the eval sets kept out of it are read too
         elif dataclasses.is_dataclass(value):
             for f in dataclasses.fields(value):
                 walk(getattr(value, f.name), f.name in PATH_FIELDS or bool(f.metadata.get("input")))
