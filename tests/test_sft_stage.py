@@ -42,6 +42,12 @@ def test_sft_trains_and_writes_a_loadable_model(write_recipe, tmp_path, tiny_pat
     )
     m = _manifest(runs)["metrics"]
     assert m["steps"] == 4 and m["train_rows"] == 112 and m["eval_rows"] == 8
+    # checkpoints (resume state: weights and optimizer) go once the manifest is written; the stage stays cached
+    assert not (runs / "sft_test/expert/checkpoints").exists() and (runs / "sft_test/expert/model").is_dir()
+    assert (
+        main(["run", write_recipe(RECIPE.format(model="tiny", steps=4)), "--run-dir", str(runs), "--no-progress"]) == 0
+    )
+    assert _manifest(runs)["metrics"] == m
     assert m["eval_loss_end"] < m["eval_loss_start"]
     rows = [json.loads(x) for x in (runs / "sft_test/expert/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
@@ -123,3 +129,11 @@ def test_sft_with_fp8_on_embedded_model(write_recipe, tmp_path):
     metrics = _fp8_run(write_recipe, tmp_path, "embedded", "stages.expert.max_steps=1", "stages.expert.eval_size=0")
     assert len(metrics["fp8_layers"]) == 210  # hidden 576 is zero-padded to 640: every Linear converts
     assert metrics["steps"] == 1 and metrics["train_loss"] < 5
+
+
+def test_keep_checkpoints_keeps_them(write_recipe, tmp_path):
+    runs = tmp_path / "runs"
+    path = write_recipe(RECIPE.format(model="tiny", steps=3))
+    assert main(["run", path, "keep_checkpoints=true", "--run-dir", str(runs), "--no-progress"]) == 0
+    assert (runs / "sft_test/expert/checkpoints/checkpoint-3/trainer_state.json").is_file()
+    assert main(["validate", path, "keep_checkpoints=maybe"]) == 2

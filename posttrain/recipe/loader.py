@@ -33,6 +33,8 @@ TOP_LEVEL = {
     "run_dir": "where runs are written (default: runs)",
     "seed": "default seed",
     "report_to": "experiment trackers for every stage: tensorboard, trackio, wandb, mlflow (a name or a list; none)",
+    "keep_checkpoints": "keep a training stage's checkpoints once it has finished (default false: they are resume "
+    "state, about 3 GB per stage for the embedded model with its optimizer, and are deleted after the manifest)",
     "stages": "the list of stages",
 }
 
@@ -61,6 +63,7 @@ class Recipe:
     stages: list[StageSpec] = field(default_factory=list)
     description: str = ""
     report_to: list[str] = field(default_factory=list)  # trackers every stage logs to
+    keep_checkpoints: bool = False  # a finished training stage's checkpoints/ stay (else deleted after its manifest)
     warnings: list[str] = field(default_factory=list)  # settings that are set but ignored, one line each
 
     @property
@@ -410,6 +413,13 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
         problems.append(f"{path}: name: '{top['name'][:40]}' is not a valid recipe name; {NAME_RULE}")
     if isinstance(top["seed"], int) and not 0 <= top["seed"] <= MAX_SEED:
         problems.append(f"{path}:{lines.get(('seed',), '?')}: seed: must be in [0, {MAX_SEED}], got {top['seed']}")
+    keep_checkpoints = data.get("keep_checkpoints", False)
+    if not isinstance(keep_checkpoints, bool):
+        problems.append(
+            f"{path}:{lines.get(('keep_checkpoints',), '?')}: keep_checkpoints: expected true or false, "
+            f"got {keep_checkpoints!r}"
+        )
+        keep_checkpoints = False
     report_to = data.get("report_to") or []
     report_to = [report_to] if isinstance(report_to, str) else report_to
     if not isinstance(report_to, list) or not all(isinstance(r, str) for r in report_to):
@@ -468,4 +478,5 @@ def load_recipe(path: str, overrides: list[str] | tuple = (), run_dir: str | Non
         description=str(data.get("description", "")),
         warnings=warnings,
         report_to=report_to,
+        keep_checkpoints=keep_checkpoints,
     )

@@ -351,6 +351,10 @@ class Runner:
         }
         atomic_write_json(stage_dir / MANIFEST, manifest)
         (stage_dir / STATE).unlink(missing_ok=True)
+        if not self.recipe.keep_checkpoints and "checkpoints" in spec.stage_class.outputs:
+            # Resume state only, not fingerprinted: a finished stage needs none of it (3 GB a stage for the embedded
+            # model). After the manifest, so a kill before it still resumes from them.
+            shutil.rmtree(self._outputs(spec)["checkpoints"], ignore_errors=True)
         trained = "checkpoints" in spec.stage_class.outputs  # TRL logged its steps to the trackers live
         rows = read_jsonl(stage_dir / "metrics.jsonl")
         log_stage(self.recipe.report_to, self.recipe.name, spec.name, stage_dir, rows, metrics, trained)
