@@ -254,6 +254,22 @@ def whole_run_loss(metrics_path: Path, this_run_loss: float, resumed_from_step: 
     return sum(losses) / len(losses) if losses else this_run_loss
 
 
+def train_from(trainer: Any, resume_from: Path | None, step: int) -> Any:
+    """`trainer.train()`, resumed from `resume_from` (at `step`) when given. A checkpoint at or past `max_steps` is a
+    run cut off after its last step (while saving the model or evaluating): its weights and state are loaded and no
+    step is trained, where transformers' Trainer would train one step more than asked."""
+    max_steps = trainer.args.max_steps
+    if resume_from is None or max_steps <= 0 or step < max_steps:
+        return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(str(resume_from))
+    trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+    losses = [row["train_loss"] for row in trainer.state.log_history if "train_loss" in row]
+    return TrainOutput(trainer.state.global_step, losses[-1] if losses else float("nan"), {})
+
+
 def resume_point(ctx: Any) -> tuple[Path | None, int]:
     """(last complete checkpoint or None, its step), with metrics.jsonl cut back to that step."""
     checkpoint = last_checkpoint(ctx.path("checkpoints"))

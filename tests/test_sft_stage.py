@@ -2,6 +2,7 @@
 on the real embedded model whose output folder loads and generates."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,26 @@ def test_keep_checkpoints_keeps_them(write_recipe, tmp_path):
     assert main(["run", path, "keep_checkpoints=true", "--run-dir", str(runs), "--no-progress"]) == 0
     assert (runs / "sft_test/expert/checkpoints/checkpoint-3/trainer_state.json").is_file()
     assert main(["validate", path, "keep_checkpoints=maybe"]) == 2
+
+
+def test_a_run_cut_off_after_its_last_step_resumes_without_training_more(write_recipe, tmp_path):
+    """Killed after the last checkpoint (step 4 of 4) but before the model and manifest were written: the rerun
+    trains no step (transformers' Trainer, resumed there, would train a 5th) and writes the same model."""
+    from safetensors.torch import load_file
+
+    runs, stage = tmp_path / "runs", tmp_path / "runs/sft_test/expert"
+    path = write_recipe(RECIPE.format(model="tiny", steps=4))
+    assert main(["run", path, "keep_checkpoints=true", "--run-dir", str(runs), "--no-progress"]) == 0
+    first = _manifest(runs)
+    assert (stage / "checkpoints/checkpoint-4").is_dir()
+    reference = load_file(stage / "model/model.safetensors")
+    (stage / "manifest.json").unlink()
+    shutil.rmtree(stage / "model")
+    (stage / ".state.json").write_text(json.dumps({"key": first["key"], "started_at": 0, "pid": 1}))
+    assert main(["run", path, "keep_checkpoints=true", "--run-dir", str(runs), "--no-progress"]) == 0
+    again = _manifest(runs)
+    assert again["resumed"] is True and again["metrics"]["resumed_from_step"] == 4
+    assert again["metrics"]["steps"] == 4 and again["metrics"]["train_loss"] == first["metrics"]["train_loss"]
+    assert not (stage / "checkpoints/checkpoint-5").exists()
+    resumed = load_file(stage / "model/model.safetensors")
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)

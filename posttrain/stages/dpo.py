@@ -200,6 +200,7 @@ class DpoStage:
             planned_optimizer,
             resume_point,
             save_model_atomically,
+            train_from,
             trainer_kwargs,
             whole_run_loss,
             wrap_lora,
@@ -251,7 +252,7 @@ class DpoStage:
         )
         # The DPO eval is collective under a multi-process launch: every process runs it, the main one keeps it.
         pairs_start = cached_json(ctx.path("pair_eval_start.json"), lambda: self._pair_eval(trainer), main_process)
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        result = train_from(trainer, resume_from, step)
         pairs_end = self._pair_eval(trainer)
         metrics: dict[str, Any] = {
             "steps": trainer.state.global_step,

@@ -366,6 +366,7 @@ class GrpoStage:
             resume_point,
             reward_metrics_callback,
             save_model_atomically,
+            train_from,
             whole_run_loss,
         )
         from rewards import build_reward
@@ -422,7 +423,7 @@ class GrpoStage:
         )
         if fp8_report is not None and trainer.ref_model is not None:  # beta > 0: TRL loaded a separate reference
             enable_fp8_training(trainer.accelerator.unwrap_model(trainer.ref_model))
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        result = train_from(trainer, resume_from, step)
         metrics = {
             "steps": trainer.state.global_step,
             "train_rows": len(train),

@@ -155,6 +155,7 @@ class RewardModelStage:
             planned_optimizer,
             resume_point,
             save_model_atomically,
+            train_from,
             trainer_kwargs,
             whole_run_loss,
         )
@@ -190,7 +191,7 @@ class RewardModelStage:
         start = None
         if evals is not None and main_process:  # the fresh score head: kept on disk, a resumed run has it no more
             start = cached_json(ctx.path("eval_start.json"), lambda: self._score(model, tokenizer, shown)[0])
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        result = train_from(trainer, resume_from, step)
         metrics = {
             "steps": trainer.state.global_step,
             "train_pairs": len(train),

@@ -148,6 +148,7 @@ class SftStage:
             planned_optimizer,
             resume_point,
             save_model_atomically,
+            train_from,
             trainer_kwargs,
             whole_run_loss,
         )
@@ -181,7 +182,7 @@ class SftStage:
         eval_start = None
         if evals is not None and resume_from is None:
             eval_start = trainer.evaluate()["eval_loss"]
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        result = train_from(trainer, resume_from, step)
         eval_end = trainer.evaluate()["eval_loss"] if evals is not None else None
         if fp8_report is not None:
             from posttrain.model.fp8 import convert_from_fp8
