@@ -3,8 +3,9 @@
 Each stage runs in `<run_dir>/<recipe>/<stage>/`. Its cache key hashes the stage type, its resolved config, the
 content of the external files it reads, the `output_id` of every upstream stage it references (so a change
 anywhere upstream re-runs everything downstream), and the stage class's `version` once it is above 1: a release
-that changes what a stage writes for the same config bumps it, and outputs of the older code are not reused. `manifest.json` is written last by atomic rename: a stage folder
-without one is unfinished. An unfinished folder whose `.state.json` has the same key is resumed (the stage picks
+that changes what a stage writes for the same config bumps it, and outputs of the older code are not reused.
+`manifest.json` is written last by atomic rename: a stage folder without one is unfinished. A finished training
+stage's checkpoints are deleted after it, unless the recipe sets `keep_checkpoints: true`. An unfinished folder whose `.state.json` has the same key is resumed (the stage picks
 up its own checkpoints or shards); one with another key is cleared first, since its partial work is not trusted.
 """
 
