@@ -5,8 +5,9 @@ content of the external files it reads, the `output_id` of every upstream stage 
 anywhere upstream re-runs everything downstream), and the stage class's `version` once it is above 1: a release
 that changes what a stage writes for the same config bumps it, and outputs of the older code are not reused.
 `manifest.json` is written last by atomic rename: a stage folder without one is unfinished. A finished training
-stage's checkpoints are deleted after it, unless the recipe sets `keep_checkpoints: true`. An unfinished folder whose `.state.json` has the same key is resumed (the stage picks
-up its own checkpoints or shards); one with another key is cleared first, since its partial work is not trusted.
+stage's checkpoints are deleted after it, unless the recipe sets `keep_checkpoints: true`. An unfinished folder
+whose `.state.json` has the same key is resumed (the stage picks up its own checkpoints or shards); one with another
+key is cleared first, since its partial work is not trusted.
 """
 
 from __future__ import annotations
