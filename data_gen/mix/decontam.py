@@ -4,9 +4,9 @@ The eval sets (HumanEval, reasoning-gym held-out sets, any file of rows with `pr
 `data_gen.sources.load_source`; each row's text (prompt, answer, reference solution) is split into words the same
 way as training text (`hashing.word_hashes`), and every n-gram's hash goes into a sorted array. The parts of an
 item are indexed apart: a short prompt followed by its answer ("... problem: 1 - 8 =" then "-7") is a text no
-training conversation contains, while the prompt alone is one a training row asking the same question does. N-grams found in
-more than `max_items` eval items are dropped as template text: an instruction shared by the whole eval set would
-otherwise flag every training row that uses the same instruction. Parts shorter than `ngram` words but at least
+training conversation contains, while the prompt alone is one a training row asking the same question does.
+N-grams found in more than `max_items` eval items are dropped as template text: an instruction shared by the whole
+eval set would otherwise flag every training row that uses the same instruction. Parts shorter than `ngram` words but at least
 `min_ngram` long match as a whole; shorter ones cannot be matched without false alarms, and an item with no part
 that can be matched is counted as skipped.
 

@@ -242,13 +242,10 @@ class Runner:
                 status, reason = "cached", f"finished {manifest.get('finished_at', '')}"
             elif state and state.get("key") == key:
                 status, reason = "resume", "interrupted run with the same config"
-            elif manifest and manifest.get("stage_version", 1) != stage_version(spec):
-                status, reason = (
-                    "run",
-                    (
-                        f"posttrain's {spec.type} stage changed what it writes since this ran (version "
-                        f"{manifest.get('stage_version', 1)} -> {stage_version(spec)})"
-                    ),
+            elif manifest and (ran := manifest.get("stage_version", 1)) != (now := stage_version(spec)):
+                status = "run"
+                reason = (
+                    f"posttrain's {spec.type} stage changed what it writes since this ran (version {ran} -> {now})"
                 )
             elif manifest:
                 status, reason = "run", "config or inputs changed"
