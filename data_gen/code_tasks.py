@@ -551,8 +551,9 @@ def _primality(rng, ep):
         ep,
         ("n",),
         "returns True if the integer `n` is a prime number and False otherwise (numbers below 2 are not prime)",
-        f"def {ep}(n):\n    if n < 2:\n        return False\n    for d in range(2, int(n ** 0.5) + 1):\n"
-        "        if n % d == 0:\n            return False\n    return True\n",
+        # trial division up to d * d <= n: the `range(2, int(n ** 0.5) + 1)` idiom is a 13-gram of HumanEval/94
+        f"def {ep}(n):\n    if n < 2:\n        return False\n    d = 2\n    while d * d <= n:\n"
+        "        if n % d == 0:\n            return False\n        d += 1\n    return True\n",
         _one_arg(cases),
     )
 

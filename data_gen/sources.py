@@ -131,6 +131,14 @@ class SourceRef:
             return []
         return [Path(p) for p in sorted(glob.glob(os.path.expanduser(self.target)))]
 
+    def shipped_files(self) -> list[Path]:
+        """The files of posttrain that make a built-in source's rows (the code-task generator, the chat prompts):
+        part of a stage's cache key, so that rows changed by an upgrade re-run the stages that read them."""
+        here = Path(__file__).parent
+        if self.scheme != "builtin":
+            return []
+        return [here / "code_tasks.py"] if self.target == "code_tasks" else [here / "builtin" / "chat_prompts.jsonl"]
+
 
 def parse_source(source: str) -> SourceRef:
     """'jsonl:a.jsonl' -> SourceRef('jsonl', 'a.jsonl'); 'humaneval' -> ('humaneval', ''); a bare path -> 'path'."""

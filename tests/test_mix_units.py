@@ -9,6 +9,7 @@ import pytest
 
 from data_gen.mix.decontam import build_index
 from data_gen.mix.hashing import (
+    TextBuffer,
     Windows,
     band_hashes,
     candidate_probability,
@@ -127,9 +128,10 @@ def test_decontam_index_ignores_template_ngrams_and_matches_short_items_whole():
     assert found.tolist() == [-1, 3, 6, -1]
 
 
-def test_decontam_matches_a_short_prompt_without_its_answer():
-    """An eval item's parts are indexed apart: a 10-word prompt matches the training row that asks it, though the
-    item's prompt and answer together (12 words) appear in no training conversation."""
+def test_decontam_matches_a_short_prompt_without_its_answer_nor_another_operator():
+    """An eval item's parts are indexed apart: a short prompt matches the training row that asks it, though the
+    item's prompt and answer together appear in no training conversation; the same numbers under the other
+    operator are another question, not a match (the words once dropped operators: "4 + 3" was "4 - 3")."""
     from data_gen.mix.decontam import eval_texts
     from data_gen.mix.options import Decontam
     from data_gen.sources import SourceConfig
@@ -141,18 +143,34 @@ def test_decontam_matches_a_short_prompt_without_its_answer():
     assert prompt.endswith("=") and answer.lstrip("-").isdigit()
     index = build_index(names, texts, ngram=13, min_ngram=8, max_items=2)
     assert index.num_skipped == 0
+    other = prompt.replace(" + ", " # ").replace(" - ", " + ").replace(" # ", " - ")
+    assert other != prompt
     docs = [
         "You are a careful problem solver.",
         prompt,
         f"<think>Adding the two numbers gives {answer}; checked.</think> The answer is {answer}.",
-        "State the final answer to the following arithmetic problem: 9 + 9 =",
-        "<think>18</think> 18",
+        other,
+        f"<think>{answer}</think> {answer}",
     ]
     hashes, message = word_hashes(pa.array(docs))
     groups = np.array([0, 0, 0, 1, 1])[message]
-    assert index.match(Windows(hashes, groups), 2).tolist()[0] == 0
-    joined = build_index(names, [f"{p}\n{a}" for p, a in texts], ngram=13, min_ngram=8, max_items=2)
-    assert joined.match(Windows(hashes, groups), 2).tolist()[0] == -1  # what indexing the item as one text missed
+    assert index.match(Windows(hashes, groups), 2).tolist() == [0, -1]
+
+
+def test_words_keep_operators_and_join_hyphenated_words():
+    def words(text: str) -> list[bytes]:
+        buf = TextBuffer(pa.array([text]))
+        return [buf.raw[a:b] for a, b in zip(*buf.words())]
+
+    assert words("4 + 3 = 7") == [b"4", b"+", b"3", b"=", b"7"]
+    assert words("a well-known x-ray, 4-3, -5 and 2*x^2/y%") == [
+        b"a", b"well", b"known", b"x", b"ray", b"4", b"-", b"3", b"-", b"5", b"and",
+        b"2", b"*", b"x", b"^", b"2", b"/", b"y", b"%",
+    ]  # fmt: skip
+    a, _ = word_hashes(pa.array(["What is 4 + 3?"]))
+    b, _ = word_hashes(pa.array(["What is 4 - 3?"]))
+    c, msg = word_hashes(pa.array(["what is 4", "+ 3"]))
+    assert a.tolist() != b.tolist() and a.tolist() == c.tolist() and msg.tolist() == [0, 0, 0, 1, 1]
 
 
 def test_targets_split_the_size_by_weight_and_counts():

@@ -194,3 +194,34 @@ def test_an_excluded_eval_file_is_part_of_the_key(write_recipe, tmp_path, monkey
     assert list(inputs) == ["file:eval.jsonl"]
     Path("eval.jsonl").write_text('{"prompt": "What is 2+2?", "answer": "4"}\n')
     assert Runner(recipe)._key(recipe.stage("e"), {})[0] != before
+
+
+def test_a_builtin_source_keys_on_the_files_that_make_its_rows(write_recipe, tmp_path, monkeypatch):
+    """The code-task generator and the chat prompts ship with posttrain: an upgrade that changes their rows
+    re-runs the stages that read them, and the key does not depend on where posttrain is installed."""
+    import posttrain.recipe.runner as runner_module
+
+    text = (
+        "stages:\n"
+        "  - {name: c, type: eval, rewards: [{name: code}], data: {source: 'builtin:code_tasks', size: 4}}\n"
+        "  - {name: p, type: eval, rewards: [math], data: {source: 'builtin:chat_prompts', size: 4}}\n"
+    )
+    recipe = load_recipe(write_recipe(text), run_dir=str(tmp_path / "runs"))
+    keys = {}
+    for name, shipped in (("c", "data_gen/code_tasks.py"), ("p", "data_gen/builtin/chat_prompts.jsonl")):
+        keys[name], inputs = Runner(recipe)._key(recipe.stage(name), {})
+        assert list(inputs) == [f"posttrain:{shipped}"]
+    # posttrain elsewhere (a copy of it with one generator line changed): same names, the changed file's key moves
+    copy = tmp_path / "copy"
+    for rel in ("data_gen/code_tasks.py", "data_gen/builtin/chat_prompts.jsonl"):
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(runner_module.PACKAGE_ROOT / rel, copy / rel)
+    monkeypatch.setattr(runner_module, "PACKAGE_ROOT", copy)
+    import data_gen.sources as sources_module
+
+    monkeypatch.setattr(sources_module, "__file__", str(copy / "data_gen" / "sources.py"))
+    assert Runner(recipe)._key(recipe.stage("c"), {})[0] == keys["c"]
+    with (copy / "data_gen/code_tasks.py").open("a") as f:
+        f.write("\n# changed\n")
+    assert Runner(recipe)._key(recipe.stage("c"), {})[0] != keys["c"]
+    assert Runner(recipe)._key(recipe.stage("p"), {})[0] == keys["p"]

@@ -39,7 +39,7 @@ from data_gen.mix.workers import Workers
 from data_gen.mix.write import ChunkSelection, shard_name, write_shards
 from posttrain.errors import ConfigError
 
-VERSION = 4  # bump when the scan's hashes or verdicts change, so that cached work is not reused
+VERSION = 5  # bump when the scan's hashes or verdicts change, so that cached work is not reused
 LSH_RECALL = 0.98  # P(a pair at the threshold shares a band): generous, candidates are checked on signatures
 
 

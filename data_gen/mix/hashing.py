@@ -4,7 +4,10 @@ Everything starts from one lower-cased copy of a batch's message contents (`Text
 byte mask, never into Python strings or Arrow lists of strings:
 
 - words (for near dedup and decontamination): runs of ASCII letters and digits and of non-ASCII bytes (so accented
-  and non-Latin letters count as letters); everything else breaks words. Each word is hashed from its bytes packed
+  and non-Latin letters count as letters), and each arithmetic operator `+ * / = < > ^ %` as a word of its own, and
+  `-` too unless it joins two letters ("well-known" is two words, "4 - 3" three): without them "4 + 3" and "4 - 3"
+  were the same words, so an eval sum flagged every training row asking its difference. Everything else breaks
+  words. Each word is hashed from its bytes packed
   eight to a 64-bit lane (one gather per 8 bytes, a splitmix64 finaliser in between), so a word of up to 8 bytes
   gets a hash no other such word has.
 - exact-dedup hash: the same over whitespace-separated tokens (punctuation kept: "2+2" and "2-2" differ), then a
@@ -37,6 +40,9 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # a byte inside a whitespace-separated token (anything but ASCII whitespace), else 0.
 _WORD_TABLE = bytes(1 if (c >= 128 or chr(c).isalnum()) else 0 for c in range(256))
 _TOKEN_TABLE = bytes(0 if c in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32) else 1 for c in range(256))
+_OPERATORS = b"+-*/=<>^%"
+_OPERATOR_TABLE = bytes(1 if c in _OPERATORS else 0 for c in range(256))
+_LETTER_TABLE = bytes(1 if (c >= 128 or chr(c).isalpha()) else 0 for c in range(256))
 # _LANE_MASK[k] keeps the first k bytes of a little-endian 64-bit lane.
 _LANE_MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
 _LONG_TOKEN = 64  # tokens longer than this many bytes are hashed with xxh3, one Python call each
@@ -94,6 +100,24 @@ class TextBuffer:
         if len(cross):
             stops = np.insert(stops, np.searchsorted(stops, cross), cross)
         return starts, stops
+
+    def words(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, stops) of the words: runs of word bytes, and each operator byte alone (see the module doc)."""
+        starts, stops = self.tokens(_WORD_TABLE)
+        ops = np.flatnonzero(np.frombuffer(self.raw.translate(_OPERATOR_TABLE), np.int8))
+        if len(ops) == 0:
+            return starts, stops
+        raw, size = self.bytes, len(self.raw)
+        letter = np.frombuffer(_LETTER_TABLE, np.uint8)
+        hyphen = raw[ops] == ord("-")
+        inner = hyphen & (ops > 0) & (ops + 1 < size)
+        joins = np.zeros(len(ops), bool)
+        joins[inner] = (letter[raw[ops[inner] - 1]] & letter[raw[ops[inner] + 1]]).astype(bool)
+        ops = ops[~joins]
+        if len(ops) == 0:
+            return starts, stops
+        # Operators are not word bytes, so no run contains one: each is a word between the runs around it.
+        return _merge_sorted(starts, ops), _merge_sorted(stops, ops + 1)
 
     def _unicode_spaces(self, inside: np.ndarray) -> np.ndarray:
         d = self.bytes
@@ -183,8 +207,15 @@ def word_hashes(contents: pa.Array, text: TextBuffer | None = None) -> tuple[np.
         (hashes uint64 [num_words], message index int64 [num_words]), words in text order.
     """
     text = text or TextBuffer(contents)
-    starts, stops = text.tokens(_WORD_TABLE)
+    starts, stops = text.words()
     return text.token_hashes(starts, stops), text.message_of(starts)
+
+
+def _merge_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The sorted union of two sorted int64 arrays with no value in common."""
+    out = np.concatenate([a, b])
+    out.sort(kind="stable")
+    return out
 
 
 def window_hashes(

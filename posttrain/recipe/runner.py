@@ -66,19 +66,22 @@ def hash_path(path: Path) -> str:
 # weights, a tokenizer): their content is part of the cache key when the path exists. A config field of another name
 # declares itself an input path with `metadata={"input": True}`.
 PATH_FIELDS = ("model", "tokenizer")
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding posttrain/ and data_gen/
 
 
 def input_paths(config: Any) -> list[Path]:
     """The files and folders a stage config reads from disk: every data source, however it is spelled (one parser,
-    `data_gen.sources.parse_source`: `jsonl:`, `parquet:` globs, `hf-disk:`, bare paths), and local paths in model
-    and tokenizer fields. Generated sources (reasoning_gym, humaneval, builtin) read nothing."""
+    `data_gen.sources.parse_source`: `jsonl:`, `parquet:` globs, `hf-disk:`, bare paths), the files of posttrain
+    that make a built-in source (`builtin:code_tasks`' generator, the chat prompts), and local paths in model and
+    tokenizer fields. reasoning_gym and humaneval sources read nothing of ours."""
     from data_gen.sources import SourceConfig, parse_source
 
     found: list[Path] = []
 
     def walk(value: Any, is_path: bool = False) -> None:
         if isinstance(value, SourceConfig):
-            found.extend(parse_source(value.source).files())
+            ref = parse_source(value.source)
+            found.extend(ref.files() + ref.shipped_files())
             walk(value.exclude)  # the eval sets kept out of it are read too
         elif dataclasses.is_dataclass(value):
             for f in dataclasses.fields(value):
@@ -204,8 +207,14 @@ class Runner:
         inputs = {f"stage:{d}": upstream_ids[d] for d in spec.deps}
         root = self.recipe.root.resolve()
         for path in input_paths(spec.config):
-            # Outputs of this recipe's stages are tracked by their output_id, not by content.
-            if not path.resolve().is_relative_to(root):
+            # Outputs of this recipe's stages are tracked by their output_id, not by content; posttrain's own
+            # files by their name in the package, so that the key does not depend on where it is installed.
+            resolved = path.resolve()
+            if resolved.is_relative_to(root):
+                continue
+            if resolved.is_relative_to(PACKAGE_ROOT):
+                inputs[f"posttrain:{resolved.relative_to(PACKAGE_ROOT).as_posix()}"] = hash_path(path)
+            else:
                 inputs[f"file:{path}"] = hash_path(path)
         keyed: dict[str, Any] = {"type": spec.type, "config": config, "inputs": inputs}
         code = stage_version(spec)

@@ -61,7 +61,8 @@ class MixStage:
     config_class = MixConfig
     # 2: near dedup compares the user and assistant turns only (a shared system prompt made distinct rows near copies)
     # 3: decontamination indexes an eval item's prompt and answer apart (a short prompt now matches as a whole)
-    version = 3
+    # 4: operators are words ("4 + 3" and "4 - 3" differ in decontamination and near dedup)
+    version = 4
     outputs = {
         "dataset": "dataset",
         "card": "dataset/README.md",
