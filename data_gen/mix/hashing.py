@@ -97,7 +97,9 @@ class TextBuffer:
         bounds = np.unique(bounds[(bounds > 0) & (bounds < size)])
         cross = bounds[(inside[bounds] & inside[bounds - 1]).astype(bool)]  # a run across two messages: cut it
         edge[cross] = 1
-        starts, stops = np.flatnonzero(edge > 0), np.flatnonzero(edge < 0)
+        at = np.flatnonzero(edge)  # one pass over the bytes; the signs split it into starts and stops
+        sign = edge[at]
+        starts, stops = at[sign > 0], at[sign < 0]
         if len(cross):
             stops = np.insert(stops, np.searchsorted(stops, cross), cross)
         return starts, stops
