@@ -11,7 +11,9 @@ eval set would otherwise flag every training row that uses the same instruction.
 that can be matched is counted as skipped.
 
 Matching a batch costs one lookup per n-gram in a prefilter bitmap on the top bits of the hash (sized to the index,
-so that it stays in the CPU cache and about 1 n-gram in 16 passes) and a binary search for the few that pass.
+so that it stays in the CPU cache and about 1 n-gram in 16 passes) and a binary search for the few that pass. The
+short parts (a handful of lengths below `ngram`, often a few keys each) are not looked for at every word: only at
+the words that start one (a bitmap of those first words), so each such length costs a few percent of a pass.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ class EvalIndex:
     num_items: int = 0
     num_skipped: int = 0
     num_template_ngrams: int = 0
+    first_words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # of short parts
     _prefilter: np.ndarray | None = field(default=None, repr=False)
     _bits: int = field(default=0, repr=False)
+    _first_prefilter: np.ndarray | None = field(default=None, repr=False)
+    _first_bits: int = field(default=0, repr=False)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_prefilter"] = None  # rebuilt on first use: cheaper than pickling 16 MB per worker
+        state["_prefilter"] = state["_first_prefilter"] = None  # rebuilt on first use: cheaper than pickling
         return state
 
     def match(self, windows: Windows, num_groups: int) -> np.ndarray:
@@ -55,29 +60,54 @@ class EvalIndex:
             int32 [num_groups].
         """
         out = np.full(num_groups, -1, np.int32)
+        num = len(windows.hashes)
+        short = None
         for n, (keys, items) in self.tables.items():
-            grams, owner = windows.of(n)
-            if len(grams) == 0:
+            if num < n:
                 continue
-            bitmap = self._bitmap()
-            passed = bitmap[grams >> np.uint64(64 - self._bits)]
-            grams, owner = grams[passed], owner[passed]
+            if n == self.ngram:
+                # Every window's hash, then the prefilter; the group check only for the few that pass it.
+                grams = windows.at(None, n)
+                bits, bitmap = self._bitmap()
+                starts = np.flatnonzero(bitmap[grams >> np.uint64(64 - bits)])
+                grams = grams[starts]
+            else:
+                # A whole short part: its first word must be one of the few that start such a part.
+                if short is None:
+                    bits, bitmap = self._first_word_bitmap()
+                    short = np.flatnonzero(bitmap[windows.hashes >> np.uint64(64 - bits)])
+                starts = short[short <= num - n]
+                grams = windows.at(starts, n)
+            groups = windows.groups
             pos = np.minimum(np.searchsorted(keys, grams), len(keys) - 1)
-            hit = keys[pos] == grams
-            owner, found = owner[hit][::-1], items[pos[hit]][::-1]
+            hit = np.flatnonzero(keys[pos] == grams)
+            hit = hit[groups[starts[hit] + n - 1] == groups[starts[hit]]]  # inside one conversation
+            owner, found = groups[starts[hit]][::-1], items[pos[hit]][::-1]
             fresh = out[owner] < 0
             out[owner[fresh]] = found[fresh]  # reversed, so the first n-gram of a conversation wins
         return out
 
-    def _bitmap(self) -> np.ndarray:
-        """One flag per range of hash values, set where any table has a key: most n-grams stop here."""
+    def _bitmap(self) -> tuple[int, np.ndarray]:
+        """One flag per range of n-gram hash values, set where the full-length table has a key: most n-grams stop
+        here."""
         if self._prefilter is None:
-            num_keys = sum(len(keys) for keys, _ in self.tables.values())
-            self._bits = int(np.clip(np.ceil(np.log2(max(num_keys, 1) * 16)), 10, _MAX_PREFILTER_BITS))
-            self._prefilter = np.zeros(1 << self._bits, bool)
-            for keys, _ in self.tables.values():
-                self._prefilter[keys >> np.uint64(64 - self._bits)] = True
-        return self._prefilter
+            keys = self.tables.get(self.ngram, (np.zeros(0, np.uint64),))[0]
+            self._bits, self._prefilter = _flags(keys)
+        return self._bits, self._prefilter
+
+    def _first_word_bitmap(self) -> tuple[int, np.ndarray]:
+        """One flag per range of word hash values, set where a short part starts with such a word."""
+        if self._first_prefilter is None:
+            self._first_bits, self._first_prefilter = _flags(self.first_words)
+        return self._first_bits, self._first_prefilter
+
+
+def _flags(keys: np.ndarray) -> tuple[int, np.ndarray]:
+    """(bits, flags): flags[k >> (64 - bits)] is set for every key k; about 1 value in 16 hits a set flag."""
+    bits = int(np.clip(np.ceil(np.log2(max(len(keys), 1) * 16)), 10, _MAX_PREFILTER_BITS))
+    flags = np.zeros(1 << bits, bool)
+    flags[keys >> np.uint64(64 - bits)] = True
+    return bits, flags
 
 
 def eval_texts(options: Decontam) -> tuple[list[str], list[list[str]]]:
@@ -122,9 +152,13 @@ def build_index(
     matchable[part_item[num_words >= min_ngram]] = True
     index.num_skipped = int((~matchable).sum())
     lengths = {ngram} | {int(m) for m in np.unique(num_words) if min_ngram <= m < ngram}
+    first_words: list[np.ndarray] = []
     for n in sorted(lengths):
         keep = num_words[part] >= n if n == ngram else num_words[part] == n
         grams, owner_part = window_hashes(hashes[keep], part[keep], n)
+        if n < ngram:
+            starts = np.flatnonzero(np.diff(part[keep], prepend=-1) != 0)  # the first word of each such part
+            first_words.append(hashes[keep][starts])
         owner = part_item[owner_part]
         pairs = np.unique(np.stack([grams, owner.astype(np.uint64)]), axis=1)  # one (n-gram, item) pair each
         keys, first, counts = np.unique(pairs[0], return_index=True, return_counts=True)
@@ -132,6 +166,8 @@ def build_index(
         index.num_template_ngrams += int(common.sum())
         if (~common).any():
             index.tables[n] = (keys[~common], pairs[1][first[~common]].astype(np.int32))
+    if first_words:
+        index.first_words = np.unique(np.concatenate(first_words))
     return index
 
 
