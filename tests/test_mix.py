@@ -138,20 +138,28 @@ def test_counts_and_weights_share_the_size(tmp_path):
 
 
 def test_same_seed_same_output_and_workers_do_not_matter(tmp_path):
-    rows = _rows(1, 600)
+    rows = _rows(1, 650)
     rows[300] = rows[10]
+    rows[450] = {"messages": [dict(m) for m in rows[20]["messages"]]}  # a near copy: one word changed
+    rows[450]["messages"][1]["content"] = rows[20]["messages"][1]["content"].rsplit(" ", 1)[0] + " changed"
     src = [
         MixSource(data=_parquet(tmp_path / "a.parquet", rows, row_group_size=100)),
         MixSource(data=_jsonl(tmp_path / "b.jsonl", _rows(2, 200))),
     ]
-    kwargs = {"size": 900, "seed": 7, "rows_per_shard": 250, "dedup": Dedup(near_threshold=0.8)}
+    # chunks of 100 rows: the 650-row file's last chunk is half the size of the others, so the workers take the
+    # chunks out of order (largest first) and the near-dedup bands run on both
+    kwargs = {"size": 900, "seed": 7, "rows_per_shard": 250, "dedup": Dedup(near_threshold=0.8), "chunk_rows": 100}
     first = _build(src, tmp_path / "one", **kwargs)
     again = _build(src, tmp_path / "two", **kwargs, num_workers=2)
     assert _digest(tmp_path / "one" / "dataset") == _digest(tmp_path / "two" / "dataset")
     assert (
         first.composition["removed"]
         == again.composition["removed"]
-        == {"chat_format": 0, "token_length": 0, "decontaminate": 0, "exact_dedup": 1, "near_dedup": 0}
+        == {"chat_format": 0, "token_length": 0, "decontaminate": 0, "exact_dedup": 1, "near_dedup": 1}
+    )
+    assert (
+        pq.read_table(tmp_path / "one" / "removed.parquet").to_pylist()
+        == pq.read_table(tmp_path / "two" / "removed.parquet").to_pylist()
     )
     other = _build(src, tmp_path / "three", **{**kwargs, "seed": 8})
     assert _digest(tmp_path / "three" / "dataset") != _digest(tmp_path / "one" / "dataset")
@@ -269,7 +277,7 @@ def test_token_length_filter_matches_a_full_count(tmp_path):
     piecewise = np.array(length.count([r["messages"] for r in rows], stop_above=300))
     assert np.array_equal(piecewise[full <= 300], full[full <= 300])
     over, want = piecewise[full > 300], full[full > 300]  # exact, or negated: a partial count already past 300
-    assert ((over == want) | ((over < -300) & (-over < want))).all() and (over < 0).any()
+    assert ((over == want) | ((over < -300) & (-over <= want))).all() and (over < 0).any()
     result = _build(
         [MixSource(data=_jsonl(tmp_path / "a.jsonl", rows))], tmp_path, tokenizer=str(folder), max_tokens=300
     )
@@ -277,6 +285,87 @@ def test_token_length_filter_matches_a_full_count(tmp_path):
     assert result.composition["removed"]["token_length"] == int((full > 300).sum())
     removed = pq.read_table(tmp_path / "removed.parquet").to_pylist()
     assert sorted(r["row"] for r in removed) == np.flatnonzero(full > 300).tolist()
+
+
+@pytest.mark.parametrize("which", ["trained here", "SmolLM2"])
+def test_token_length_word_bound_never_passes_the_true_count(tmp_path, tiny_path, which):
+    """The ASCII-word lower bound (on for a GPT-2-style byte-level tokenizer): on texts built to trip it (accents,
+    non-ASCII punctuation between words, underscores, contractions, added tokens inside the content), the words
+    never outnumber the tokens, and the verdicts at every limit equal those of a full count."""
+    from data_gen.mix.quality import TokenLength
+
+    folder = _tiny_tokenizer(tmp_path / "tok") if which == "trained here" else tiny_path
+    length = TokenLength(str(folder), max_tokens=50)
+    assert length.piecewise and length.added is not None
+    atoms = [
+        "abc",
+        "x",
+        "42",
+        "3.75",
+        "café",
+        "naïve",
+        "—",
+        "—.—",
+        "a—b",
+        "_",
+        "a_b",
+        "'s",
+        "don't",
+        "<|im_start|>",
+        "im_start",
+        "+=",
+        "\n",
+        "  ",
+        "über",
+        "日本語",
+        "😀",
+        "K",
+        "İs",
+        "e\u0301t",
+        "HTTP/1.1",
+        "\u00a0",
+        "foo-bar",
+    ]
+    rng = np.random.default_rng(3)
+    convs = []
+    for _ in range(400):
+        text = "".join(
+            atoms[k] + [" ", "", "\n"][j]
+            for k, j in zip(rng.integers(len(atoms), size=rng.integers(1, 80)), rng.integers(3, size=80))
+        )
+        convs.append([{"role": "user", "content": text}, {"role": "assistant", "content": text[::-1]}])
+    # Words that SmolLM2 spells as one token each: a bound that counted "Qu" and "bec" apart would pass the count.
+    accented = " ".join(["Québec São García façade Pokémon José"] * 40)
+    convs.append([{"role": "user", "content": accented}, {"role": "assistant", "content": accented}])
+    full = np.array(length.count(convs))
+    rendered = [length.tokenizer.apply_chat_template(c, tokenize=False) for c in convs]
+    words = np.array([len(length._word_starts(t)) for t in rendered])
+    assert (words <= full).all() and (words > 0).all()
+    for limit in (5, 30, 60, 120):
+        got = np.array(length.count(convs, stop_above=limit))
+        assert np.array_equal((got < 0) | (got > limit), full > limit), limit
+        assert np.array_equal(got[got >= 0], full[got >= 0]) and (-got[got < 0] <= full[got < 0]).all()
+    # A conversation with more words than the limit is not tokenized at all: its count is its number of words.
+    many = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": " ".join(["ab"] * 80)}]]
+    assert length.count(many, stop_above=50) == [
+        -len(length._word_starts(length.tokenizer.apply_chat_template(many[0])))
+    ]
+
+
+def test_token_length_word_bound_is_off_for_other_pre_tokenizers(tmp_path):
+    """A pre-tokenizer that keeps "a_b" in one piece (Whitespace: \\w+) breaks the bound, so it stays off."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    from data_gen.mix.quality import TokenLength
+
+    folder = _tiny_tokenizer(tmp_path / "tok")
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel(use_regex=False)]
+    )
+    tok.save(str(folder / "tokenizer.json"))
+    length = TokenLength(str(folder), max_tokens=50)
+    assert length.added is None
 
 
 def _tiny_tokenizer(folder: Path) -> Path:

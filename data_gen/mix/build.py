@@ -124,7 +124,7 @@ def build_mix(
         )
     with Workers(num_workers) as workers:
         scan_dirs, index = _scan(sources, opened, settings, decontaminate, tokenizer, work_dir, workers, show_progress)
-        pool = _resolve(sources, opened, scan_dirs, settings)
+        pool = _resolve(sources, opened, scan_dirs, settings, workers)
         ranges = [pool.source_range(s) for s in range(len(sources))]
         copies, wanted = sample(sources, ranges, pool.removed_at == 0, size, seed)
         num_rows = int(copies.sum())
@@ -264,13 +264,13 @@ def _scan(
     return dirs, index
 
 
-def _resolve(sources: list[MixSource], opened: list[SourceFiles], dirs: list[Path], settings: dict):
+def _resolve(sources: list[MixSource], opened: list[SourceFiles], dirs: list[Path], settings: dict, workers: Workers):
     pool = pool_ops.load_pool([o.name for o in opened], dirs, [len(o.chunks) for o in opened])
     pool_ops.decontaminate(pool)
     if settings["exact"]:
         pool_ops.dedup_exact(pool)
     if settings["bands"]:
-        pool_ops.dedup_near(pool, settings["bands"], settings["verify_at"])
+        pool_ops.dedup_near(pool, settings["bands"], settings["verify_at"], workers=workers)
     return pool
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -166,11 +167,11 @@ def _first_occurrences(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d, f
 
 
-def _alive_parts(pool: Pool, alive: np.ndarray, key: Callable[[int, np.ndarray], np.ndarray]):
+def _alive_parts(chunks: list[ChunkInfo], alive: np.ndarray, key: Callable[[int, np.ndarray], np.ndarray]):
     """parts() for first_occurrences: per chunk with alive rows, (key of those rows, their global rows)."""
 
     def parts() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for i, c in enumerate(pool.chunks):
+        for i, c in enumerate(chunks):
             mine = alive[c.start : c.stop]
             if mine.any():
                 yield key(i, mine), c.start + np.flatnonzero(mine)
@@ -188,33 +189,34 @@ def _mark(pool: Pool, dups: np.ndarray, firsts: np.ndarray, step: int) -> None:
 def dedup_exact(pool: Pool, partition_rows: int = PARTITION_ROWS) -> None:
     """Mark rows whose normalised text repeats an earlier surviving row (step exact_dedup)."""
     alive = pool.removed_at == 0
-    parts = _alive_parts(pool, alive, lambda i, mine: pool.chunk_arrays(i, "exact")[0][mine])
+    parts = _alive_parts(pool.chunks, alive, lambda i, mine: pool.chunk_arrays(i, "exact")[0][mine])
     dups, firsts = first_occurrences(parts, int(alive.sum()), partition_rows)
     _mark(pool, dups, firsts, EXACT)
 
 
-def dedup_near(pool: Pool, bands: int, verify_at: float | None = None, partition_rows: int = PARTITION_ROWS) -> None:
+def dedup_near(
+    pool: Pool,
+    bands: int,
+    verify_at: float | None = None,
+    partition_rows: int = PARTITION_ROWS,
+    workers: Any = None,
+) -> None:
     """Mark rows sharing an LSH band with an earlier surviving row whose signature agrees with theirs on at least
     `verify_at` (estimated Jaccard; None: no check) (step near_dedup).
 
-    Every band is one pass over the band hashes on disk. The set of rows compared is fixed before the first band,
-    so the result does not depend on the order of the bands; a chain A~B~C removes B and C.
+    Every band is one pass over the band hashes on disk, on `workers` (`workers.Workers`, the bands spread over
+    them) or here. The set of rows compared is fixed before the first band, so the result does not depend on the
+    order of the bands; a chain A~B~C removes B and C.
     """
     alive = pool.removed_at == 0
     for i, c in enumerate(pool.chunks):
         if c.num_rows and alive[c.start : c.stop].any():
             alive[c.start : c.stop] &= pool.chunk_arrays(i, "has_shingles")[0]
-    num_alive = int(alive.sum())
-    found_rows, found_of = [], []
-    for band in range(bands):
-
-        def key(i: int, mine: np.ndarray, band: int = band) -> np.ndarray:
-            return np.asarray(np.load(bands_path(pool.chunks[i].path), mmap_mode="r")[band][mine])
-
-        dups, firsts = first_occurrences(_alive_parts(pool, alive, key), num_alive, partition_rows)
-        found_rows.append(dups)
-        found_of.append(firsts)
-    rows, of = np.concatenate(found_rows), np.concatenate(found_of)
+    packed = np.packbits(alive)  # 1 bit per row to each task
+    tasks = [(pool.chunks, packed, len(alive), band, partition_rows) for band in range(bands)]
+    found = workers.map(_band_duplicates, tasks) if workers is not None else [_band_duplicates(*t) for t in tasks]
+    rows = np.concatenate([r for r, _ in found]) if found else np.zeros(0, np.int64)
+    of = np.concatenate([f for _, f in found]) if found else np.zeros(0, np.int64)
     if verify_at is not None and len(rows):
         pairs, back = np.unique(np.stack([rows, of], axis=1), axis=0, return_inverse=True)
         ok = b_bit_jaccard(_signatures(pool, pairs[:, 0]), _signatures(pool, pairs[:, 1])) >= verify_at
@@ -224,6 +226,18 @@ def dedup_near(pool: Pool, bands: int, verify_at: float | None = None, partition
     rows, of = rows[order], of[order]
     first = np.concatenate([[True], rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, bool)
     _mark(pool, rows[first], of[first], NEAR)
+
+
+def _band_duplicates(
+    chunks: list[ChunkInfo], packed: np.ndarray, num_rows: int, band: int, partition_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """first_occurrences of one LSH band's hashes over the alive rows (`packed`: np.packbits of the mask)."""
+    alive = np.unpackbits(packed, count=num_rows).astype(bool)
+
+    def key(i: int, mine: np.ndarray) -> np.ndarray:
+        return np.asarray(np.load(bands_path(chunks[i].path), mmap_mode="r")[band][mine])
+
+    return first_occurrences(_alive_parts(chunks, alive, key), int(alive.sum()), partition_rows)
 
 
 def _signatures(pool: Pool, rows: np.ndarray, batch: int = 1 << 20) -> np.ndarray:

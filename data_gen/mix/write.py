@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from data_gen.mix.readers import KEPT_COLUMNS, MESSAGES_TYPE, SourceFiles, read_chunk
 from data_gen.mix.sample import positions as copy_positions
+from data_gen.mix.scan import largest_first
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -101,7 +102,8 @@ def write_shards(
         ]
         if progress:
             progress(len(selections) - len(fill))
-        workers.map(_fill_bucket, fill, progress)
+        order = largest_first([(id(task[0].source), task[0].source.chunks[task[0].chunk_index]) for task in fill])
+        workers.map(_fill_bucket, [fill[k] for k in order], progress)
         shards = [
             (files, s, out_dir / shard_name(s), _expected(s, num_rows, rows_per_shard), work_dir / f"done-{s:05d}")
             for s in todo
