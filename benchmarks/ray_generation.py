@@ -8,7 +8,9 @@ The same prompts (reasoning-gym chain_sum with the stage's R1 system prompt) and
 - local: `data_gen.shards.run_shards` with the `TransformersGenerator` in this process (the stage's work:
   generation, the `math` reward, every filter, the keep policy, Parquet writes and commits);
 - ray x1: the same `run_shards` with a `RayPool` of one actor that reserves every core (`CPU: <cores>`);
-- ray x2: a pool of two actors, the cores split between them (`CPU: <cores / 2>` each).
+- ray x2: a pool of two actors, the cores split between them (`CPU: <cores / 2>` each);
+- ray x1 half: one actor with half the cores (`CPU: <cores / 2>`), the same threads per actor as ray x2, so that
+  ray x2 / ray x1 half is the scaling at equal threads per worker.
 Throughput is generated tokens / wall seconds of the run; engine start-up (the actors, model loading) is excluded
 on every side and printed on its own. The configurations alternate `--rounds` times so that load from other
 processes hits them alike; the medians are compared. "busy" is the share of the run's wall time the workers spent
@@ -94,13 +96,13 @@ def main() -> None:
         f"{cores} cores, torch threads here {torch.get_num_threads()}",
         flush=True,
     )
-    # Room for both pools at once (only one runs at a time): the cluster's CPUs are logical, for placement.
-    ray.init(num_cpus=2 * cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Room for every pool at once (only one runs at a time): the cluster's CPUs are logical, for placement.
+    ray.init(num_cpus=3 * cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
     here = make_generator(a.model, config)
     pools = {}
-    for name, workers in (("ray x1", 1), ("ray x2", 2)):
+    for name, workers, cpus in (("ray x1", 1, cores), ("ray x1 half", 1, cores / 2), ("ray x2", 2, cores / 2)):
         begin = time.perf_counter()
-        executor = ExecutorConfig(kind="ray", num_workers=workers, resources_per_worker={"CPU": cores / workers})
+        executor = ExecutorConfig(kind="ray", num_workers=workers, resources_per_worker={"CPU": cpus})
         pools[name] = RayPool(executor, shard_worker, (a.model, config, 0, [{"name": "math"}], "benchmark"))
         threads = pools[name].apply(worker_threads)
         print(f"{name}: {workers} actor(s) up in {time.perf_counter() - begin:.1f}s, {threads} torch threads each")
@@ -109,6 +111,7 @@ def main() -> None:
         "bare": lambda r: (bare_transformers(here.model, here.tokenizer, rows, a, batch), 1.0),
         "local": lambda r: ours(here, None, rows, a, seed=r),
         "ray x1": lambda r: ours(None, pools["ray x1"], rows, a, seed=r),
+        "ray x1 half": lambda r: ours(None, pools["ray x1 half"], rows, a, seed=r),
         "ray x2": lambda r: ours(None, pools["ray x2"], rows, a, seed=r),
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
@@ -121,8 +124,9 @@ def main() -> None:
     busy = {name: statistics.median(b for _, b in v) for name, v in results.items()}
     print("median tokens/s (busy share of the workers):")
     for name in runs:
-        print(f"  {name:7s} {med[name]:7.1f}" + (f"  (busy {busy[name]:.2f})" if name.startswith("ray") else ""))
+        print(f"  {name:11s} {med[name]:7.1f}" + (f"  (busy {busy[name]:.2f})" if name.startswith("ray") else ""))
     print(f"ray x2 / ray x1: {med['ray x2'] / med['ray x1']:.3f}")
+    print(f"ray x2 / ray x1 half (equal threads per worker): {med['ray x2'] / med['ray x1 half']:.3f}")
     print(f"ray x1 / bare:   {med['ray x1'] / med['bare']:.3f}")
     print(f"local / bare:    {med['local'] / med['bare']:.3f}")
     for pool in pools.values():
