@@ -220,17 +220,21 @@ class TokenLength:
         return counts
 
     def _word_starts(self, text: str) -> np.ndarray:
-        """Sorted start offsets of the text's ASCII words (see the module doc), added tokens blanked first."""
-        if self.added is not None and self.added.pattern:
-            text = self.added.sub(lambda m: " " * len(m.group()), text)
-        # One class per character (0: ASCII non-word, 1: ASCII letter or digit, 2: anything else), edges as 0.
-        codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-        cls = np.zeros(len(codes) + 2, np.uint8)
-        cls[1:-1] = np.where(codes < 128, _ASCII_WORD_CLASS[np.minimum(codes, 127)], 2)
-        starts = np.flatnonzero((cls[1:-1] == 1) & (cls[:-2] != 1))
-        stops = np.flatnonzero((cls[1:-1] == 1) & (cls[2:] != 1))
-        pure = (cls[starts] == 0) & (cls[stops + 2] == 0)  # the characters before and after the run
-        return starts[pure]
+        return ascii_word_starts(text, self.added)
+
+
+def ascii_word_starts(text: str, added: re.Pattern) -> np.ndarray:
+    """Sorted start offsets of the text's ASCII words (see the module doc), the `added` tokens blanked first."""
+    if added.pattern:
+        text = added.sub(lambda m: " " * len(m.group()), text)
+    # One class per character (0: ASCII non-word, 1: ASCII letter or digit, 2: anything else), edges as 0.
+    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    cls = np.zeros(len(codes) + 2, np.uint8)
+    cls[1:-1] = np.where(codes < 128, _ASCII_WORD_CLASS[np.minimum(codes, 127)], 2)
+    starts = np.flatnonzero((cls[1:-1] == 1) & (cls[:-2] != 1))
+    stops = np.flatnonzero((cls[1:-1] == 1) & (cls[2:] != 1))
+    pure = (cls[starts] == 0) & (cls[stops + 2] == 0)  # the characters before and after the run
+    return starts[pure]
 
 
 def _word_bound_added(tokenizer: Any) -> re.Pattern | None:
@@ -254,9 +258,7 @@ def _word_bound_added(tokenizer: Any) -> re.Pattern | None:
         ],
         tokenize=False,
     )
-    probe = TokenLength.__new__(TokenLength)
-    probe.added = pattern
-    if len(probe._word_starts(sample)) > len(tokenizer([sample], add_special_tokens=False)["input_ids"][0]):
+    if len(ascii_word_starts(sample, pattern)) > len(tokenizer([sample], add_special_tokens=False)["input_ids"][0]):
         return None
     return pattern
 

@@ -194,11 +194,11 @@ def run_scan(settings: ScanSettings, workers: Any, progress: Any = None) -> None
     workers.map(_scan_task, [todo[k] for k in largest_first(chunks)], progress)
 
 
-def largest_first(chunks: list[tuple[int, Any]]) -> list[int]:
+def largest_first(chunks: list[tuple[Any, Any]]) -> list[int]:
     """Order of (source, chunk) pairs with the largest chunks first, each chunk's span (row groups, bytes or
     batches) against the largest of its source's: a source's last chunk is often small, and small ones at the end
     of a pass keep every worker busy to its end. Ties keep their order."""
-    largest: dict[int, int] = {}
+    largest: dict[Any, int] = {}
     for s, c in chunks:
         largest[s] = max(largest.get(s, 1), c.stop - c.start)
     return sorted(range(len(chunks)), key=lambda k: -(chunks[k][1].stop - chunks[k][1].start) / largest[chunks[k][0]])

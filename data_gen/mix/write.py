@@ -102,7 +102,7 @@ def write_shards(
         ]
         if progress:
             progress(len(selections) - len(fill))
-        order = largest_first([(id(task[0].source), task[0].source.chunks[task[0].chunk_index]) for task in fill])
+        order = largest_first([(task[0].name, task[0].source.chunks[task[0].chunk_index]) for task in fill])
         workers.map(_fill_bucket, [fill[k] for k in order], progress)
         shards = [
             (files, s, out_dir / shard_name(s), _expected(s, num_rows, rows_per_shard), work_dir / f"done-{s:05d}")
