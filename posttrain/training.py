@@ -189,6 +189,22 @@ MANAGED_TRL_ARGS = (
 )
 
 
+def resolve_bf16(setting: bool | str) -> bool:
+    """A stage's `bf16` setting as TrainingArguments takes it. `auto` is on where bf16 matmuls are native: a CUDA
+    device with bf16, or a CPU with AVX-512 BF16 (`cpu_has_bf16`). There autocast trains the embedded model 1.75x
+    faster than fp32 on 2 cores; an AVX2-only CPU would emulate bf16 and run slower, so it stays in fp32. Master
+    weights and optimizer state stay fp32 either way."""
+    if setting != "auto":
+        return bool(setting)
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    from posttrain.model.loading import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
 def trainer_kwargs(cfg: Any, ctx: Any) -> dict[str, Any]:
     """The TrainingArguments that SFT and GRPO share, from the fields their configs have in common."""
     import torch
@@ -203,7 +219,7 @@ def trainer_kwargs(cfg: Any, ctx: Any) -> dict[str, Any]:
         save_total_limit=cfg.save_total_limit,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=cfg.bf16,
+        bf16=resolve_bf16(cfg.bf16),
         gradient_checkpointing=cfg.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,  # our console shows the progress (make_callbacks); TRL's bar would go to log.txt

@@ -161,3 +161,28 @@ def test_a_run_cut_off_after_its_last_step_resumes_without_training_more(write_r
     assert not (stage / "checkpoints/checkpoint-5").exists()
     resumed = load_file(stage / "model/model.safetensors")
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+def test_bf16_auto_follows_the_device(monkeypatch):
+    import torch
+
+    import posttrain.model.loading as loading
+    from posttrain.training import resolve_bf16
+
+    assert resolve_bf16(True) is True and resolve_bf16(False) is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: True)
+    assert resolve_bf16("auto") is True
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: False)  # an AVX2-only CPU would emulate bf16: fp32
+    assert resolve_bf16("auto") is False
+
+
+def test_bf16_setting_is_checked():
+    from posttrain.config import parse
+    from posttrain.stages.sft import SftConfig
+
+    for ok in (True, False, "auto"):
+        cfg, problems = parse(SftConfig, {"model": "tiny", "data": "builtin:chat_prompts", "bf16": ok})
+        assert problems == [] and cfg.bf16 == ok
+    _, problems = parse(SftConfig, {"model": "tiny", "data": "builtin:chat_prompts", "bf16": "yes"})
+    assert len(problems) == 1 and "bf16" in problems[0] and "auto" in problems[0], problems

@@ -92,7 +92,12 @@ class DpoConfig:
     save_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every M minutes of wall time"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed for the split, shuffling and the eval"})
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (GPU, or CPUs with AVX-512 BF16)"})
+    bf16: bool | Literal["auto"] = field(
+        default=False,
+        metadata={
+            "help": "bf16 autocast, fp32 master weights; auto: on where the device has bf16 (a GPU, AVX-512 BF16)"
+        },
+    )
     fp8: bool = field(
         default=False,
         metadata={"help": "DeepSeek-V3 FP8 Linears in the policy and the reference (posttrain.model.fp8)"},
@@ -256,6 +261,7 @@ class DpoStage:
         pairs_end = self._pair_eval(trainer)
         metrics: dict[str, Any] = {
             "steps": trainer.state.global_step,
+            "bf16": bool(trainer.args.bf16),
             "train_pairs": len(train),
             "eval_pairs": len(evals) if evals is not None else 0,
             "eval_prompts": len(prompts) if prompts is not None else 0,

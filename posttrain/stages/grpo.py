@@ -124,7 +124,12 @@ class GrpoConfig:
     save_minutes: float = field(default=5.0, metadata={"help": "also checkpoint every M minutes of wall time"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed for data order, sampling and the eval"})
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (GPU, or CPUs with AVX-512 BF16)"})
+    bf16: bool | Literal["auto"] = field(
+        default=False,
+        metadata={
+            "help": "bf16 autocast, fp32 master weights; auto: on where the device has bf16 (a GPU, AVX-512 BF16)"
+        },
+    )
     fp8: bool = field(
         default=False,
         metadata={"help": "DeepSeek-V3 FP8 Linears for training and the old/reference log-probs; sampling stays high"},
@@ -426,6 +431,7 @@ class GrpoStage:
         result = train_from(trainer, resume_from, step)
         metrics = {
             "steps": trainer.state.global_step,
+            "bf16": bool(trainer.args.bf16),
             "train_rows": len(train),
             "eval_rows": len(evals) if evals is not None else 0,
             "train_loss": round(whole_run_loss(ctx.path("metrics.jsonl"), result.training_loss, step), 5),

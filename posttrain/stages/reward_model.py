@@ -66,7 +66,12 @@ class RewardModelConfig:
     save_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every M minutes of wall time"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed for the split, the score head, shuffling"})
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (GPU, or CPUs with AVX-512 BF16)"})
+    bf16: bool | Literal["auto"] = field(
+        default=False,
+        metadata={
+            "help": "bf16 autocast, fp32 master weights; auto: on where the device has bf16 (a GPU, AVX-512 BF16)"
+        },
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
     trl_args: dict[str, Any] = field(
         default_factory=dict,
@@ -194,6 +199,7 @@ class RewardModelStage:
         result = train_from(trainer, resume_from, step)
         metrics = {
             "steps": trainer.state.global_step,
+            "bf16": bool(trainer.args.bf16),
             "train_pairs": len(train),
             "train_pairs_too_long": len(train) - len(trainer.train_dataset),
             "eval_pairs": len(evals) if evals is not None else 0,

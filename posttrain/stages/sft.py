@@ -56,7 +56,12 @@ class SftConfig:
     save_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every M minutes of wall time"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed for shuffling and initialisation"})
-    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (GPU, or CPUs with AVX-512 BF16)"})
+    bf16: bool | Literal["auto"] = field(
+        default=False,
+        metadata={
+            "help": "bf16 autocast, fp32 master weights; auto: on where the device has bf16 (a GPU, AVX-512 BF16)"
+        },
+    )
     fp8: bool = field(default=False, metadata={"help": "DeepSeek-V3 fine-grained FP8 Linears (posttrain.model.fp8)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
     trl_args: dict[str, Any] = field(
@@ -192,6 +197,7 @@ class SftStage:
         save_model_atomically(model, tokenizer, ctx.path("model"))
         metrics = {
             "steps": trainer.state.global_step,
+            "bf16": bool(trainer.args.bf16),
             "train_rows": len(train),
             "eval_rows": len(evals) if evals is not None else 0,
             "rows_skipped": stats.get("num_skipped", 0),
