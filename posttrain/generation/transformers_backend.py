@@ -69,10 +69,10 @@ class TransformersGenerator:
             return [per_prompt * n for per_prompt in once]
         ids = render_prompts(tok, prompts)
         per_batch = max(1, self.batch_size // n)
-        on_cpu = model.device.type == "cpu" and FAST_CPU_DECODE
+        fast = model.device.type == "cpu" and FAST_CPU_DECODE
         if temperature <= 0:
             sampling: dict[str, Any] = dict(do_sample=False)
-        elif on_cpu:  # greedy over the draws of InverseCdfSampler: fast_decode's docstring says why
+        elif fast:  # greedy over the draws of InverseCdfSampler: fast_decode's docstring says why
             sampler = InverseCdfSampler(temperature, top_p)
             sampling = dict(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
         else:
@@ -83,7 +83,7 @@ class TransformersGenerator:
         was_training, use_cache = model.training, model.config.use_cache
         model.eval()
         model.config.use_cache = True
-        attention = use_decode_attention(model) if on_cpu else None
+        attention = use_decode_attention(model) if fast else None
         out: list[list[Sample]] = []
         try:
             devices = [model.device] if model.device.type == "cuda" else []

@@ -16,13 +16,19 @@ with the same config is either completed work it keeps or partial work it discar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from posttrain.registry import Registry
 
 STAGES: Registry[type[Stage]] = Registry("stage type", "posttrain.stages", modules=("posttrain.stages",))
+
+
+def bf16_field() -> Any:
+    """The `bf16` setting of every training stage (`bool | Literal["auto"]`; `posttrain.training.resolve_bf16`)."""
+    help_text = "bf16 autocast, fp32 master weights; auto: on where the device has bf16 (a GPU, AVX-512 BF16)"
+    return field(default=False, metadata={"help": help_text})
 
 
 @dataclass

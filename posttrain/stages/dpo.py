@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from data_gen.sources import SourceConfig, known_columns
-from posttrain.stages.base import STAGES, StageContext
+from posttrain.stages.base import STAGES, StageContext, bf16_field
 from rewards.entries import RewardEntry
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,7 @@ class DpoConfig:
     save_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every M minutes of wall time"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed for the split, shuffling and the eval"})
-    bf16: bool | Literal["auto"] = field(
-        default=False,
-        metadata={
-            "help": "bf16 autocast, fp32 master weights; auto: on where the device has bf16 (a GPU, AVX-512 BF16)"
-        },
-    )
+    bf16: bool | Literal["auto"] = bf16_field()
     fp8: bool = field(
         default=False,
         metadata={"help": "DeepSeek-V3 FP8 Linears in the policy and the reference (posttrain.model.fp8)"},

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from data_gen.sources import SourceConfig, data_columns
 from posttrain.errors import DataError
 from posttrain.grpo_sampling import DynamicSampling
-from posttrain.stages.base import STAGES, StageContext
+from posttrain.stages.base import STAGES, StageContext, bf16_field
 from rewards.base import Reward
 from rewards.entries import RewardEntry
 
@@ -124,12 +124,7 @@ class GrpoConfig:
     save_minutes: float = field(default=5.0, metadata={"help": "also checkpoint every M minutes of wall time"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed for data order, sampling and the eval"})
-    bf16: bool | Literal["auto"] = field(
-        default=False,
-        metadata={
-            "help": "bf16 autocast, fp32 master weights; auto: on where the device has bf16 (a GPU, AVX-512 BF16)"
-        },
-    )
+    bf16: bool | Literal["auto"] = bf16_field()
     fp8: bool = field(
         default=False,
         metadata={"help": "DeepSeek-V3 FP8 Linears for training and the old/reference log-probs; sampling stays high"},

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from data_gen.sources import SourceConfig
 from posttrain.errors import DataError
-from posttrain.stages.base import STAGES, StageContext
+from posttrain.stages.base import STAGES, StageContext, bf16_field
 
 
 @dataclass
@@ -56,12 +56,7 @@ class SftConfig:
     save_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every M minutes of wall time"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={"help": "seed for shuffling and initialisation"})
-    bf16: bool | Literal["auto"] = field(
-        default=False,
-        metadata={
-            "help": "bf16 autocast, fp32 master weights; auto: on where the device has bf16 (a GPU, AVX-512 BF16)"
-        },
-    )
+    bf16: bool | Literal["auto"] = bf16_field()
     fp8: bool = field(default=False, metadata={"help": "DeepSeek-V3 fine-grained FP8 Linears (posttrain.model.fp8)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
     trl_args: dict[str, Any] = field(
