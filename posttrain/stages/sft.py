@@ -50,6 +50,14 @@ class SftConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)"})
     max_length: int = field(default=512, metadata={"help": "tokens per sequence; longer ones are cut"})
     packing: bool = field(default=False, metadata={"help": "pack several samples into one sequence"})
+    padding_free: bool = field(
+        default=True,
+        metadata={
+            "help": "lay each batch's rows end to end as one sequence with a block-diagonal causal mask instead of "
+            "padding them to the longest: the same batches, loss and gradients, no compute spent on padding "
+            "(needs a model whose attention reads packed position_ids: transformers' sdpa, eager and flash do)"
+        },
+    )
     eval_steps: int = field(default=25, metadata={"help": "evaluate every N steps (0: only before and after)"})
     logging_steps: int = field(default=5, metadata={"help": "log metrics every N steps"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
@@ -143,6 +151,7 @@ class SftStage:
         from trl import SFTConfig, SFTTrainer
 
         from posttrain.model.loading import load_model_and_tokenizer
+        from posttrain.model.segment_attention import use_segment_attention
         from posttrain.training import (
             make_callbacks,
             planned_optimizer,
@@ -160,12 +169,16 @@ class SftStage:
         fp8_report = self._convert_fp8(model) if cfg.fp8 else None
         max_steps, optimizer, scheduler = planned_optimizer(cfg, model, len(train))
         resume_from, step = resume_point(ctx)
+        # Rows are already cut to max_length by _datasets; TRL refuses padding_free with a max_length it would not
+        # enforce, so it gets None then (packing does enforce it: TRL's packing is padding-free by itself).
+        padding_free = cfg.padding_free and not cfg.packing
         args = SFTConfig(
             **trainer_kwargs(cfg, ctx),
             max_steps=max_steps,
             per_device_eval_batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
+            max_length=None if padding_free else cfg.max_length,
             packing=cfg.packing,
+            padding_free=padding_free,
             eval_strategy="steps" if evals is not None and cfg.eval_steps > 0 else "no",
             eval_steps=cfg.eval_steps or None,
             **cfg.trl_args,
@@ -179,11 +192,16 @@ class SftStage:
             optimizers=(optimizer, scheduler),
             callbacks=make_callbacks(ctx.path("metrics.jsonl"), cfg.save_minutes, ctx.show_progress),
         )
+        # An SDPA model attends row by row over the padding-free batch (posttrain.model.segment_attention);
+        # flash attention reads the row bounds itself.
+        previous_attention = use_segment_attention(model) if trainer.padding_free else None
         eval_start = None
         if evals is not None and resume_from is None:
             eval_start = trainer.evaluate()["eval_loss"]
         result = train_from(trainer, resume_from, step)
         eval_end = trainer.evaluate()["eval_loss"] if evals is not None else None
+        if previous_attention is not None:
+            model.set_attn_implementation(previous_attention)
         if fp8_report is not None:
             from posttrain.model.fp8 import convert_from_fp8
 
@@ -193,6 +211,7 @@ class SftStage:
         metrics = {
             "steps": trainer.state.global_step,
             "bf16": bool(trainer.args.bf16),
+            "padding_free": bool(trainer.padding_free),
             "train_rows": len(train),
             "eval_rows": len(evals) if evals is not None else 0,
             "rows_skipped": stats.get("num_skipped", 0),
