@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from posttrain.model.attention import register_attention, switch_attention
+
 NAME = "posttrain_decode"
-_REGISTERED = False
 
 
 def decode_attention(
@@ -60,33 +61,15 @@ def decode_attention(
 
 def register() -> str:
     """Register `posttrain_decode` with transformers (once) and return its name."""
-    global _REGISTERED
-    if not _REGISTERED:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-        AttentionInterface.register(NAME, decode_attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
-        _REGISTERED = True
-    return NAME
+    return register_attention(NAME, decode_attention)
 
 
 def use_decode_attention(model: Any) -> str | None:
     """Switch a CPU model that runs SDPA attention to `posttrain_decode`; returns the implementation to restore,
     or None when nothing was changed (another implementation, a GPU, or a model that refuses the switch)."""
-    previous = getattr(model.config, "_attn_implementation", None)
-    if previous != "sdpa" or model.device.type != "cpu":
+    if model.device.type != "cpu":
         return None
-    try:
-        model.set_attn_implementation(register())
-    except (ValueError, KeyError, AttributeError, NotImplementedError):
-        return None
-    return previous
-
-
-def restore_attention(model: Any, previous: str | None) -> None:
-    if previous is not None:
-        model.set_attn_implementation(previous)
+    return switch_attention(model, NAME, decode_attention)
 
 
 class InverseCdfSampler:

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from posttrain.generation.base import GENERATORS, GeneratorConfig, Messages, Sample, cut_at_stop, render_prompts
-from posttrain.generation.fast_decode import InverseCdfSampler, restore_attention, use_decode_attention
+from posttrain.generation.fast_decode import InverseCdfSampler, use_decode_attention
+from posttrain.model.attention import restore_attention
 
 # fast_decode's attention and sampler on CPU; benchmarks/generation_decode.py turns them off to measure them
 FAST_CPU_DECODE = True

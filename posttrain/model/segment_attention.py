@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from posttrain.model.attention import register_attention, switch_attention
+
 NAME = "posttrain_segments"
-_REGISTERED = False
 
 
 def segment_attention(
@@ -65,26 +66,10 @@ def segment_attention(
 
 def register() -> str:
     """Register `posttrain_segments` with transformers (once) and return its name."""
-    global _REGISTERED
-    if not _REGISTERED:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-        AttentionInterface.register(NAME, segment_attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
-        _REGISTERED = True
-    return NAME
+    return register_attention(NAME, segment_attention)
 
 
 def use_segment_attention(model: Any) -> str | None:
-    """Switch a model that runs SDPA attention to `posttrain_segments`. Returns the implementation to restore, or
-    None when nothing changed: another implementation (flash attention reads the bounds itself), or a model that
-    refuses the switch."""
-    previous = getattr(model.config, "_attn_implementation", None)
-    if previous != "sdpa":
-        return None
-    try:
-        model.set_attn_implementation(register())
-    except (ValueError, KeyError, AttributeError, NotImplementedError):
-        return None
-    return previous
+    """Switch a model that runs SDPA attention to `posttrain_segments` (flash attention reads the row bounds
+    itself). Returns the implementation to restore, or None when nothing changed."""
+    return switch_attention(model, NAME, segment_attention)

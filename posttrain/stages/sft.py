@@ -53,9 +53,9 @@ class SftConfig:
     padding_free: bool = field(
         default=True,
         metadata={
-            "help": "lay each batch's rows end to end as one sequence with a block-diagonal causal mask instead of "
-            "padding them to the longest: the same batches, loss and gradients, no compute spent on padding "
-            "(needs a model whose attention reads packed position_ids: transformers' sdpa, eager and flash do)"
+            "help": "lay each batch's rows end to end as one sequence instead of padding them to the longest: the "
+            "same batches, loss and gradients, no compute spent on padding (an SDPA model attends row by row, "
+            "posttrain.model.segment_attention; flash attention reads the row bounds itself)"
         },
     )
     eval_steps: int = field(default=25, metadata={"help": "evaluate every N steps (0: only before and after)"})
@@ -150,6 +150,7 @@ class SftStage:
         import torch
         from trl import SFTConfig, SFTTrainer
 
+        from posttrain.model.attention import restore_attention
         from posttrain.model.loading import load_model_and_tokenizer
         from posttrain.model.segment_attention import use_segment_attention
         from posttrain.training import (
@@ -200,8 +201,7 @@ class SftStage:
             eval_start = trainer.evaluate()["eval_loss"]
         result = train_from(trainer, resume_from, step)
         eval_end = trainer.evaluate()["eval_loss"] if evals is not None else None
-        if previous_attention is not None:
-            model.set_attn_implementation(previous_attention)
+        restore_attention(model, previous_attention)
         if fp8_report is not None:
             from posttrain.model.fp8 import convert_from_fp8
 
